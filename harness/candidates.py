@@ -1,0 +1,173 @@
+"""Candidates: the kernels under test, and the public API to register one.
+
+A candidate is a callable that claims an op and an exact variant of it, with the dtypes and
+devices it supports. Register one from your own file::
+
+    import normgate
+
+    @normgate.register("my_rmsnorm", op="rmsnorm",
+                       variant=normgate.RMSNormVariant(casting="gemma", offset=0.0),
+                       dtypes=("fp32", "bf16", "fp16", "bf16/fp32"))
+    def my_rmsnorm(x, weight, eps):
+        ...
+
+and run ``normgate run --load my_file.py``. An installed package can register through the
+``normgate.candidates`` entry-point group instead (see README).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import dtypes as _dtypes
+from .op import Variant
+
+ALL_DTYPES = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
+
+
+@dataclass
+class Candidate:
+    name: str
+    op: str
+    variant: Variant
+    fn: Callable | str  # a callable, or "module:attribute" resolved on first use
+    dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    backward: bool = True  # has a backward: gradients are checked
+    inplace: bool = False  # may overwrite its inputs (e.g. dx written into dy's storage)
+    strided: bool = True  # accepts rows whose stride is not N
+    eps_none: bool = True  # accepts eps=None (PyTorch's "machine epsilon" default)
+    full_range: bool = False  # claims every finite input (e.g. a scaled sum of squares)
+    triton: bool = False  # its stores are Triton's (rounding differs under the interpreter)
+    description: str = ""
+    source: str = "builtin"
+    loads: tuple[str, ...] = field(default=())  # --load files needed to find it again (replay)
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "@:, \t\n"):
+            raise ValueError(f"candidate name {self.name!r} must be non-empty, without '@', ':', ',' or spaces")
+        for d in self.dtypes:
+            try:
+                _dtypes.split_pair(d)
+            except ValueError as e:
+                raise ValueError(f"candidate {self.name!r} declares dtype {d!r}: {e}") from None
+        bad = [d for d in self.devices if d not in ("cpu", "cuda")]
+        if bad:
+            raise ValueError(f"candidate {self.name!r} declares unknown devices {bad}; use 'cpu' and/or 'cuda'")
+
+    def resolve(self) -> Callable:
+        if isinstance(self.fn, str):
+            module, _, attr = self.fn.partition(":")
+            self.fn = getattr(importlib.import_module(module), attr)
+        return self.fn
+
+    def supports(self, device: str) -> bool:
+        return device.split(":")[0] in self.devices
+
+
+_REGISTRY: dict[str, Candidate] = {}
+
+
+def register(name: str, fn: Callable | str | None = None, *, op: str, variant: Variant,
+             dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16"), devices: tuple[str, ...] = ("cpu", "cuda"),
+             backward: bool = True, inplace: bool = False, strided: bool = True, eps_none: bool = True,
+             full_range: bool = False, triton: bool = False, description: str = "",
+             replace: bool = False):
+    """Register a candidate; usable as ``register(name, fn, ...)`` or as a decorator.
+
+    Returns the :class:`Candidate` (or, as a decorator, the function unchanged).
+    """
+
+    def add(f: Callable | str):
+        cand = Candidate(name=name, op=op, variant=variant, fn=f, dtypes=tuple(dtypes), devices=tuple(devices),
+                         backward=backward, inplace=inplace, strided=strided, eps_none=eps_none,
+                         full_range=full_range, triton=triton, description=description,
+                         source=_current_source, loads=tuple(_current_loads))
+        add_candidate(cand, replace=replace)
+        return cand
+
+    if fn is not None:
+        return add(fn)
+
+    def decorator(f: Callable) -> Callable:
+        add(f)
+        return f
+
+    return decorator
+
+
+def add_candidate(cand: Candidate, replace: bool = False) -> Candidate:
+    if not isinstance(cand.variant, Variant):
+        raise TypeError(f"candidate {cand.name!r}: variant must be an op variant such as "
+                        f"normgate.RMSNormVariant(...), got {type(cand.variant).__name__}")
+    if cand.name in _REGISTRY and not replace and _REGISTRY[cand.name] is not cand:
+        raise ValueError(f"a candidate named {cand.name!r} is already registered "
+                         f"(from {_REGISTRY[cand.name].source}); pick another name or pass replace=True")
+    _REGISTRY[cand.name] = cand
+    return cand
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+_current_source = "builtin"
+_current_loads: list[str] = []
+
+
+class LoadError(Exception):
+    """A --load file or entry point could not be imported; carries the traceback as text."""
+
+
+def load_file(path: str | Path) -> list[str]:
+    """Import a user's file that registers candidates; return the names it added."""
+    global _current_source
+    p = Path(path)
+    if not p.is_file():
+        raise LoadError(f"--load {path}: no such file")
+    before = set(_REGISTRY)
+    module_name = "normgate_user_" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(module_name, p)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    prev = _current_source
+    _current_source = str(p)
+    _current_loads.append(str(p))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:  # noqa: BLE001 - anything a user file raises is reported, not fatal
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        sys.modules.pop(module_name, None)
+        raise LoadError(f"--load {path} failed to import:\n{traceback.format_exc()}") from e
+    finally:
+        _current_source = prev
+        _current_loads.remove(str(p))
+    added = sorted(set(_REGISTRY) - before)
+    for name in added:
+        _REGISTRY[name].loads = (str(p),)
+    return added
+
+
+def registry() -> dict[str, Candidate]:
+    from .registry import load_builtins
+
+    load_builtins()
+    return _REGISTRY
+
+
+def get(name: str) -> Candidate:
+    reg = registry()
+    try:
+        return reg[name]
+    except KeyError:
+        raise KeyError(f"unknown kernel {name!r}; `normgate list` shows the registered ones "
+                       f"(a kernel of your own needs --load FILE)") from None

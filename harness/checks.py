@@ -1,0 +1,291 @@
+"""The checks: accuracy against the float64 reference, the contract, and determinism.
+
+Each check takes a candidate, its op and one case, and returns a :class:`CheckResult`. A check
+never raises because of the candidate: whatever the candidate raises becomes verdict ``error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from . import memory
+from .candidates import Candidate
+from .case import Case
+from .op import Op, Tensors
+from .tolerance import compare, final_rounding
+
+BEYOND = "beyond"
+DETERMINISM = ("repeat", "poisoned", "batch_invariance")
+CHECKS = ("accuracy", "contract") + DETERMINISM
+
+
+@dataclass
+class Context:
+    device: str = "cpu"
+    interpreter: bool = False
+    repeats: int = 3
+    eager_opinion: bool = True
+
+
+@dataclass
+class CheckResult:
+    verdict: str  # pass | fail | error | skip | range
+    reason: str = ""
+    errors: dict = field(default_factory=dict)
+    worst: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("fail", "error")
+
+
+class CandidateError(Exception):
+    """The candidate broke its calling convention (no gradient, wrong output count, ...)."""
+
+
+def clone(t: torch.Tensor) -> torch.Tensor:
+    """A copy with the same strides, so a strided layout survives (``clone`` may compact it)."""
+    out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+    return out.copy_(t)
+
+
+def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool = True,
+            fn: Callable | None = None) -> tuple[Tensors, Tensors]:
+    """Run forward (and backward through autograd); return (outputs and gradients, arguments
+    as the candidate left them)."""
+    fn = fn or cand.resolve()
+    backward = backward and cand.backward
+    args: Tensors = {}
+    for k, v in inputs.items():
+        if k.startswith("grad:"):
+            continue
+        a = clone(v)
+        if backward and k in op.differentiable:
+            a.requires_grad_(True)
+        args[k] = a
+    outs = op.call(fn, args, case, cand.variant)
+    for name, t in outs.items():
+        if not isinstance(t, torch.Tensor):
+            raise CandidateError(f"output {name!r} is a {type(t).__name__}, not a tensor")
+    result = {k: v.detach() for k, v in outs.items()}
+    if backward:
+        names = list(outs)
+        missing = [n for n in names if outs[n].grad_fn is None and not outs[n].requires_grad]
+        if missing:
+            raise CandidateError(f"output {missing[0]!r} is not connected to autograd, but the candidate "
+                                 "declares a backward (register it with backward=False if it has none)")
+        grads = {n: clone(inputs["grad:" + n]).to(outs[n].dtype) for n in names}
+        for n in names:
+            if grads[n].dtype == inputs["grad:" + n].dtype:  # a cast copy cannot show in-place writes
+                args["grad:" + n] = grads[n]
+        wrt = [k for k in op.differentiable if k in args and args[k].requires_grad]
+        gs = torch.autograd.grad([outs[n] for n in names], [args[k] for k in wrt],
+                                 grad_outputs=[grads[n] for n in names], allow_unused=True)
+        for k, g in zip(wrt, gs, strict=True):
+            if g is None:
+                raise CandidateError(f"no gradient reached input {k!r}")
+            result["d" + k] = g.detach()
+    return result, args
+
+
+def _describe(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    low = text.lower()
+    if isinstance(e, MemoryError) or "out of memory" in low or "can't allocate memory" in low:
+        return "out of memory: " + text[:400]
+    return text[:600]
+
+
+def guarded(check):
+    """Turn anything the candidate raises into verdict ``error``, and time the check."""
+
+    def run(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
+        t0 = time.perf_counter()
+        try:
+            res = check(cand, op, case, ctx)
+        except Exception as e:  # noqa: BLE001 - a kernel's exception is a result, not a crash
+            tb = traceback.extract_tb(e.__traceback__)
+            where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+            res = CheckResult("error", _describe(e) + where)
+            if ctx.device.startswith("cuda"):
+                with contextlib.suppress(Exception):
+                    torch.cuda.empty_cache()
+        res.duration_s = time.perf_counter() - t0
+        return res
+
+    run.__name__ = check.__name__
+    return run
+
+
+def _beyond(case: Case, res: CheckResult) -> CheckResult:
+    if res.verdict == "fail" and case.x == BEYOND:
+        res.verdict = "range"
+        res.reason = "beyond the variant's claimed domain (a range limit, not a bug): " + res.reason
+    return res
+
+
+@guarded
+def accuracy(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
+    inputs = op.make_inputs(case, cand.variant, ctx.device)
+    got, _ = execute(cand, op, case, inputs)
+    expected = op.reference(inputs, case, cand.variant, backward=cand.backward)
+    truncating = ctx.interpreter and cand.triton
+    res = CheckResult("pass")
+    if truncating and any(e.dtype == torch.bfloat16 for e in expected.values()):
+        res.notes.append("Triton interpreter: bf16 stores truncate, final rounding allowance 1 ULP")
+    eager = _eager_outputs(cand, op, case, inputs, ctx)
+    failing = []
+    for name, exp in expected.items():
+        if name not in got:
+            raise CandidateError(f"the candidate returned no {name!r}")
+        if got[name].numel() != exp.value.numel():
+            raise CandidateError(f"{name} has shape {tuple(got[name].shape)}, expected {case.shape}")
+        c = compare(name, got[name], exp, final_rounding(exp.dtype, truncating))
+        res.errors[name] = c.summary()
+        if eager is not None and name in eager:
+            res.errors[name]["eager_max_ulp"] = compare(name, eager[name], exp, 0.5).summary()["max_ulp"]
+        if not c.ok:
+            failing.append(c)
+    if failing:
+        res.verdict = "fail"
+        res.worst = [w for c in failing for w in c.worst]
+        res.reason = "; ".join(f"{c.name}: {c.max_ulp:.4g} ULP max, bound {c.bound_ulp:.3g} ULP "
+                               f"(error/bound {c.ratio:.3g})" for c in failing)
+    return _beyond(case, res)
+
+
+def _eager_outputs(cand, op, case, inputs, ctx) -> Tensors | None:
+    if not ctx.eager_opinion:
+        return None
+    try:
+        out, _ = execute(cand, op, case, inputs, fn=op.eager(cand.variant))
+        return out
+    except Exception:  # noqa: BLE001 - the second opinion is information, never a verdict
+        return None
+
+
+@guarded
+def contract(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
+    inputs = op.make_inputs(case, cand.variant, ctx.device)
+    got, args = execute(cand, op, case, inputs)
+    expected = op.reference(inputs, case, cand.variant, backward=cand.backward)
+    problems = []
+    for name, exp in expected.items():
+        t = got.get(name)
+        if t is None:
+            problems.append(f"no {name!r} returned")
+            continue
+        src = inputs.get(name[1:]) if name.startswith("d") else None
+        want_shape = tuple(src.shape) if src is not None else tuple(case.shape)
+        if tuple(t.shape) != want_shape:
+            problems.append(f"{name} shape {tuple(t.shape)}, expected {want_shape}")
+        if t.dtype != exp.dtype:
+            rule = f"the variant's rule out={cand.variant.out}" if hasattr(cand.variant, "out") else "the variant"
+            problems.append(f"{name} dtype {str(t.dtype).replace('torch.', '')}, expected "
+                            f"{str(exp.dtype).replace('torch.', '')} ({rule})")
+        if t.device.type != torch.device(ctx.device).type:
+            problems.append(f"{name} on {t.device}, expected {ctx.device}")
+        if t.numel() == exp.value.numel():
+            should_be_finite = torch.isfinite(exp.value.to(exp.dtype))
+            if exp.defined is not None:
+                should_be_finite &= exp.defined.expand_as(should_be_finite)
+            should_be_finite = should_be_finite.reshape(-1).cpu()
+            finite = torch.isfinite(t.detach()).reshape(-1).cpu()
+            bad = int((should_be_finite & ~finite).sum())
+            if bad:
+                problems.append(f"{name} has {bad} non-finite values where the reference is finite")
+    if not cand.inplace:
+        for name, original in inputs.items():
+            after = args.get(name)
+            if after is not None and not memory.same_bits(original, after):
+                problems.append(f"input {name!r} was modified (declare inplace=True if that is intended)")
+    if problems:
+        return _beyond(case, CheckResult("fail", "; ".join(problems)))
+    return CheckResult("pass")
+
+
+def _runs(cand, op, case, ctx, inputs, n, before_each=None) -> list[Tensors]:
+    outs = []
+    for i in range(n):
+        if before_each:
+            before_each(i)
+        got, _ = execute(cand, op, case, inputs)
+        outs.append({k: v.clone() for k, v in got.items()})
+        if ctx.device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return outs
+
+
+def _bitwise_diff(runs: list[Tensors]) -> str:
+    first = runs[0]
+    for i, other in enumerate(runs[1:], start=2):
+        for name, t in first.items():
+            if not memory.same_bits(t, other[name]):
+                n = memory.differing(t, other[name])
+                return f"{name} differs bitwise between run 1 and run {i} ({n} of {t.numel()} elements)"
+    return ""
+
+
+@guarded
+def repeat(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
+    inputs = op.make_inputs(case, cand.variant, ctx.device)
+    diff = _bitwise_diff(_runs(cand, op, case, ctx, inputs, ctx.repeats))
+    return CheckResult("fail", diff) if diff else CheckResult("pass")
+
+
+@guarded
+def poisoned(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
+    """Free memory is filled with a different garbage pattern before each run: a kernel that
+    reads memory nobody wrote gives different bits every time instead of passing by luck."""
+    inputs = op.make_inputs(case, cand.variant, ctx.device)
+    with memory.uninitialized_left_as_is():
+        runs = _runs(cand, op, case, ctx, inputs, max(2, ctx.repeats),
+                     before_each=lambda i: memory.poison(ctx.device, i))
+    diff = _bitwise_diff(runs)
+    return CheckResult("fail", diff + " with poisoned free memory") if diff else CheckResult("pass")
+
+
+@guarded
+def batch_invariance(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
+    """A row's outputs and row gradients must not depend on the other rows of the batch."""
+    m, n = case.rows, case.n
+    if m < 2:
+        return CheckResult("skip", "one row: nothing to vary")
+    inputs = op.make_inputs(case, cand.variant, ctx.device)
+    full, _ = execute(cand, op, case, inputs)
+    a = case.seed % m
+    b = a + 1 + (case.seed // m) % (m - a)
+    if b - a == m:
+        a, b = 0, m - 1
+    sub_case = case.with_rows(b - a)
+    sub = {k: (v.reshape(-1, n)[a:b] if k in op.row_tensors else v) for k, v in inputs.items()}
+    part, _ = execute(cand, op, sub_case, sub)
+    for name, t in part.items():
+        if name in full and full[name].numel() == m * n and t.numel() == (b - a) * n:
+            whole = full[name].reshape(-1, n)[a:b]
+            if not memory.same_bits(whole, t.reshape(-1, n)):
+                k = memory.differing(whole, t.reshape(-1, n))
+                return CheckResult("fail", f"{name} of rows {a}..{b - 1} differs bitwise when run as a batch of "
+                                           f"{b - a} instead of {m} ({k} elements)")
+    return CheckResult("pass")
+
+
+ALL: dict[str, Callable[[Candidate, Op, Case, Context], CheckResult]] = {
+    "accuracy": accuracy, "contract": contract, "repeat": repeat, "poisoned": poisoned,
+    "batch_invariance": batch_invariance,
+}
+
+
+def budget(check: str, examples: int) -> int:
+    """Cases per check: accuracy gets the full budget, the costlier or narrower checks less."""
+    share = {"accuracy": 1.0, "contract": 0.25, "repeat": 0.25, "poisoned": 0.125, "batch_invariance": 0.25}
+    return max(1, math.ceil(examples * share[check]))

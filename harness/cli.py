@@ -1,0 +1,416 @@
+"""The ``normgate`` command line.
+
+Exit codes: 0 every check passed; 1 a check failed or errored (or the run was interrupted);
+2 a usage or input error (unknown kernel, unreadable file), with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import time
+from collections import Counter
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _prepare(args) -> None:
+    """Device first (TRITON_INTERPRET must be set before any Triton kernel is imported), then
+    the user's files."""
+    args.device = args.device or _default_device()
+    if args.device not in ("cpu", "cuda"):
+        raise UsageError(f"--device {args.device}: use cpu or cuda")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda, but torch sees no CUDA device; use --device cpu")
+    from . import candidates
+    from .runner import process_setup
+
+    process_setup(args.device)
+    for path in getattr(args, "load", None) or ():
+        try:
+            candidates.load_file(path)
+        except candidates.LoadError as e:
+            raise UsageError(str(e)) from None
+        except ValueError as e:
+            raise UsageError(f"--load {path}: {e}") from None
+    try:
+        candidates.registry()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _split(values) -> list[str]:
+    return [v.strip() for item in values or () for v in item.split(",") if v.strip()]
+
+
+# ---- list ---------------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    _prepare(args)
+    from .candidates import registry
+
+    rows = [{"kernel": c.name, "op": c.op, "variant": c.variant.key(), "dtypes": list(c.dtypes),
+             "devices": list(c.devices), "backward": c.backward, "source": c.source,
+             "description": c.description} for c in sorted(registry().values(), key=lambda c: (c.op, c.name))]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    width = max(len(r["kernel"]) for r in rows)
+    for r in rows:
+        here = "" if args.device in r["devices"] else f"  [{'/'.join(r['devices'])} only]"
+        print(f"{r['kernel']:<{width}}  {r['op']:<9}  {r['variant']}\n{'':<{width}}  dtypes {' '.join(r['dtypes'])}"
+              f"{'' if r['backward'] else '  (forward only)'}{here}  [{r['source']}]")
+    return 0
+
+
+# ---- run ----------------------------------------------------------------------------------------
+def _select(args):
+    from . import candidates, dtypes
+    from .checks import CHECKS
+
+    reg = candidates.registry()
+    names = _split(args.kernels)
+    if names:
+        chosen = []
+        for pattern in names:
+            hits = [n for n in reg if fnmatch.fnmatchcase(n, pattern)]
+            if not hits:
+                raise UsageError(f"unknown kernel {pattern!r}; `normgate list` shows the registered ones "
+                                 "(your own need --load FILE)")
+            for n in hits:
+                if not reg[n].supports(args.device):
+                    raise UsageError(f"kernel {n!r} runs on {'/'.join(reg[n].devices)} only, not on "
+                                     f"{args.device}; pick another --device or drop it")
+                chosen.append(reg[n])
+    else:
+        chosen = [c for c in reg.values() if c.supports(args.device)]
+    ops = _split(args.ops)
+    if ops:
+        from .op import all_ops
+
+        unknown = [o for o in ops if o not in all_ops()]
+        if unknown:
+            raise UsageError(f"unknown op {unknown[0]!r}; known: {', '.join(sorted(all_ops()))}")
+        chosen = [c for c in chosen if c.op in ops]
+    want_dtypes = _split(args.dtypes)
+    for d in want_dtypes:
+        try:
+            dtypes.split_pair(d)
+        except ValueError as e:
+            raise UsageError(f"--dtypes {d}: {e}") from None
+    checks = _split(args.checks) or list(CHECKS)
+    bad = [c for c in checks if c not in CHECKS]
+    if bad:
+        raise UsageError(f"unknown check {bad[0]!r}; known: {', '.join(CHECKS)}")
+    pairs = [(c, d) for c in sorted(chosen, key=lambda c: c.name) for d in c.dtypes
+             if not want_dtypes or d in want_dtypes]
+    if not pairs:
+        raise UsageError("nothing to run: no selected kernel declares the selected dtypes on this device")
+    return pairs, checks
+
+
+def cmd_run(args) -> int:
+    _prepare(args)
+    from . import results
+    from .checks import Context, budget
+    from .pool import Options, Pool, WorkerSetupError
+    from .runner import Task, interpreter_on, run_task
+
+    pairs, checks = _select(args)
+    examples = args.examples or (200 if args.device == "cuda" else 30)
+    tasks = [Task(c.name, d, ck, budget(ck, examples), args.seed) for c, d in pairs for ck in checks]
+    resume_lines = None
+    if args.resume:
+        try:
+            resume_lines = results.read_lines(args.resume, allow_truncated_tail=True)
+        except results.ResultsError as e:
+            raise UsageError(str(e)) from None
+        args.out = args.resume
+        done = {ln["task"] for ln in resume_lines if ln.get("type") == "task"}
+        skipped = len([t for t in tasks if t.id in done])
+        tasks_todo = [t for t in tasks if t.id not in done]
+        print(f"normgate: resuming {args.resume}: {skipped} tasks already done, {len(tasks_todo)} to go",
+              file=sys.stderr)
+    else:
+        tasks_todo = tasks
+    try:
+        writer = results.Writer(args.out, resume_lines)
+    except OSError as e:
+        raise UsageError(f"cannot write results to {args.out}: {e.strerror or e}") from None
+    workers = _workers(args)
+    if resume_lines is None or not any(ln.get("type") == "env" for ln in resume_lines):
+        writer.write(results.environment(args.device, interpreter_on(), seed=args.seed, examples=examples,
+                                         workers=workers, argv=sys.argv))
+    progress = Progress(len(tasks), len(tasks) - len(tasks_todo))
+    t0 = time.monotonic()
+    interrupted = False
+    try:
+        if workers == 0:
+            ctx = Context(device=args.device, interpreter=interpreter_on())
+            for task in tasks_todo:
+                progress.event("task_start", {"task": task})
+                t1 = time.monotonic()
+                cases = run_task(task, ctx, emit=lambda ln: (writer.write(ln), progress.event("line", ln)),
+                                 on_case=lambda case, task=task: progress.event("case", {"task": task}))
+                writer.write({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
+                              "dtype": task.dtype, "cases": cases, "status": "done",
+                              "elapsed_s": round(time.monotonic() - t1, 3)})
+                progress.event("task_done", {"task": task, "cases": cases})
+        else:
+            opts = Options(device=args.device, workers=workers, loads=tuple(args.load or ()),
+                           case_timeout=args.timeout, task_timeout=args.kernel_timeout,
+                           gpus=_gpu_count() if args.device == "cuda" else 0)
+            Pool(opts, writer.write, progress.event).run(tasks_todo)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\nnormgate: interrupted; results so far are in " + str(args.out), file=sys.stderr)
+    except WorkerSetupError as e:
+        writer.close()
+        raise UsageError(str(e)) from None
+    finally:
+        progress.close()
+    writer.write(results.summarize(writer.counts, writer.cases, interrupted=interrupted,
+                                   elapsed_s=round(time.monotonic() - t0, 2)))
+    writer.close()
+    if not interrupted:
+        results.canonicalize(args.out, [t.id for t in tasks])
+    lines = results.read_lines(args.out)
+    c = writer.counts
+    print(f"normgate: {writer.cases} cases, {len(tasks)} tasks in {time.monotonic() - t0:.1f}s: "
+          f"{c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['skip']} skip, {c['range']} range"
+          f"{' (interrupted)' if interrupted else ''} -> {args.out}", file=sys.stderr)
+    results.print_failures(lines)
+    if args.report:
+        code = _write_report(args.out, args.report, args.bench)
+        if code:
+            return code
+    return 1 if (c["fail"] or c["error"] or interrupted) else 0
+
+
+def _write_report(results_path: str, out: str, bench) -> int:
+    try:
+        from normgate.reports import html
+    except ImportError:
+        print("normgate: the HTML report is not available in this installation", file=sys.stderr)
+        return USAGE_ERROR
+    from normgate.reports.load import LoadError
+
+    try:
+        html.write_report([results_path], out, bench=bench or [])
+    except OSError as e:
+        print(f"normgate: cannot write the report to {out}: {e.strerror or e}", file=sys.stderr)
+        return USAGE_ERROR
+    except LoadError as e:
+        print(f"normgate: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    print(f"normgate: report -> {out}", file=sys.stderr)
+    return 0
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _workers(args) -> int:
+    if args.workers == "auto":
+        return max(1, _gpu_count()) if args.device == "cuda" else max(1, os.cpu_count() or 1)
+    try:
+        n = int(args.workers)
+    except ValueError:
+        raise UsageError(f"--workers {args.workers}: a number or 'auto'") from None
+    if n < 0:
+        raise UsageError("--workers must be >= 0 (0 runs in this process, without isolation)")
+    return n
+
+
+class Progress:
+    """A status line on a terminal; periodic lines and every failure elsewhere (CI logs)."""
+
+    def __init__(self, total: int, done: int = 0):
+        self.total, self.done = total, done
+        self.cases = 0
+        self.counts: Counter = Counter()
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.current = ""
+
+    def event(self, kind: str, info: dict) -> None:
+        if kind == "task_start":
+            t = info["task"]
+            self.current = f"{t.kernel} {t.dtype} {t.check}"
+        elif kind == "line":
+            self.cases += 1
+            self.counts[info["verdict"]] += 1
+            if info["verdict"] in ("fail", "error") and not self.tty:
+                print(f"normgate: {info['verdict'].upper()} {info['kernel']} {info['dtype']} {info['check']}: "
+                      f"{info['reason'][:200]}", file=sys.stderr)
+        elif kind in ("task_done", "task_error"):
+            self.done += 1
+            if kind == "task_error":
+                self.counts["error"] += 1
+        self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < (0.2 if self.tty else 30.0):
+            return
+        self.last = now
+        c = self.counts
+        text = (f"[{self.done}/{self.total} tasks] {self.cases} cases: {c['pass']} pass, {c['fail']} fail, "
+                f"{c['error']} error, {c['range']} range | {self.current}")
+        if self.tty:
+            cols = max(40, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
+            sys.stderr.write("\r" + text[:cols].ljust(cols))
+            sys.stderr.flush()
+        else:
+            print("normgate: " + text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+# ---- replay -------------------------------------------------------------------------------------
+def cmd_replay(args) -> int:
+    _prepare(args)
+    from . import candidates, checks
+    from .case import ReplayKey
+    from .op import get_op
+    from .runner import interpreter_on
+
+    try:
+        key = ReplayKey.parse(args.key)
+        cand = candidates.get(key.kernel)
+        op = get_op(key.case.op)
+    except (ValueError, KeyError) as e:
+        raise UsageError(str(e).strip('"')) from None
+    if key.check not in checks.ALL:
+        raise UsageError(f"unknown check {key.check!r} in the key; known: {', '.join(checks.ALL)}")
+    ctx = checks.Context(device=args.device, interpreter=interpreter_on())
+    res = checks.ALL[key.check](cand, op, key.case, ctx)
+    print(f"{cand.name} [{cand.variant.key()}] {key.check} on {key.case.key()}")
+    print(f"verdict: {res.verdict}" + (f": {res.reason}" if res.reason else ""))
+    for note in res.notes:
+        print(f"note: {note}")
+    if key.check == "accuracy" and res.verdict != "error":
+        _print_worst(cand, op, key.case, ctx, args.top)
+    return 1 if res.failed else 0
+
+
+def _print_worst(cand, op, case, ctx, top: int) -> None:
+    """Every output's worst elements side by side: expected (fp64 reference) and got."""
+    from .checks import execute
+    from .tolerance import compare, final_rounding
+
+    inputs = op.make_inputs(case, cand.variant, ctx.device)
+    got, _ = execute(cand, op, case, inputs)
+    expected = op.reference(inputs, case, cand.variant, backward=cand.backward)
+    truncating = ctx.interpreter and cand.triton
+    for name, exp in expected.items():
+        if name not in got:
+            continue
+        c = compare(name, got[name], exp, final_rounding(exp.dtype, truncating), worst_k=top)
+        print(f"\n{name}: max {c.max_ulp:.4g} ULP, mean {c.mean_ulp:.3g} ULP, error/bound {c.ratio:.3g} "
+              f"({'ok' if c.ok else 'FAIL'})")
+        print(f"  {'index':<14} {'expected':>14} {'got':>14} {'ULP':>10} {'bound ULP':>10}")
+        for w in c.worst:
+            print(f"  {str(tuple(w['index'])):<14} {w['expected']:>14.7g} {w['got']:>14.7g} "
+                  f"{float(w['ulp']):>10.4g} {float(w['bound_ulp']):>10.4g}")
+
+
+# ---- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="normgate", description="Numerical-correctness and determinism checks "
+                                "for fused normalization kernels.")
+    p.add_argument("--version", action="version", version=f"normgate {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp):
+        sp.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present, else cpu "
+                        "(Triton kernels then run under TRITON_INTERPRET=1)")
+        sp.add_argument("--load", action="append", metavar="FILE", help="a Python file that registers "
+                        "candidates (repeatable)")
+
+    sp = sub.add_parser("list", help="list the registered kernels, their ops, variants and dtypes")
+    common(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("run", help="run the checks; write results (JSON lines)")
+    common(sp)
+    sp.add_argument("--kernels", action="append", help="names or glob patterns, comma-separated (default: all)")
+    sp.add_argument("--ops", action="append", help="rmsnorm, layernorm (default: all)")
+    sp.add_argument("--dtypes", action="append", help="e.g. bf16,fp16,fp32,bf16/fp32 (default: all declared)")
+    sp.add_argument("--checks", action="append", help="accuracy, contract, repeat, poisoned, batch_invariance")
+    sp.add_argument("--examples", type=int, help="generated cases per kernel and dtype for accuracy; the other "
+                    "checks get a share (default: 200 on cuda, 30 on cpu)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", default="results.jsonl")
+    sp.add_argument("--resume", metavar="RESULTS", help="continue an interrupted run in this file")
+    sp.add_argument("--workers", default="1", help="worker processes (isolation); 'auto' = one per GPU (per "
+                    "core on cpu); 0 = run in this process, without isolation")
+    sp.add_argument("--timeout", type=float, default=300.0, help="seconds one case may run (default 300)")
+    sp.add_argument("--kernel-timeout", type=float, default=None, help="seconds one task may run")
+    sp.add_argument("--report", metavar="HTML", help="also write the HTML report")
+    sp.add_argument("--bench", action="append", metavar="JSON", help="pytest-benchmark JSON for the report")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("replay", help="rerun one case from its replay key; print the worst elements")
+    common(sp)
+    sp.add_argument("key", help="KERNEL@CHECK:CASE, as printed with every failure")
+    sp.add_argument("--top", type=int, default=5, help="worst elements to print per tensor")
+    sp.set_defaults(func=cmd_replay)
+
+    try:
+        from normgate.reports.commands import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    try:
+        from normgate.zoo import add_commands as add_zoo
+    except ImportError:
+        pass
+    else:
+        add_zoo(sub)
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"normgate: error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("\nnormgate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The op-agnostic core: what an op must provide for normgate to check kernels of it.
+
+An op is a reference, a strategy and a calling convention. The harness never knows what a norm
+is: it asks the op for inputs, calls the candidate through the op, runs backward through autograd,
+and compares every output and gradient with the op's float64 reference under the error model in
+``normgate.tolerance``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
+
+    from .candidates import Candidate
+    from .case import Case
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Base of an op's variant: the exact function a candidate claims to compute.
+
+    A variant is one declared value (``RMSNorm(casting="gemma", offset=1.0)``); its key is stable and
+    readable, and parses back with :meth:`from_key`.
+    """
+
+    def key(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            v = int(v) if isinstance(v, bool) else v
+            parts.append(f"{f.name}={v:g}" if isinstance(v, float) else f"{f.name}={v}")
+        return ",".join(parts)
+
+    @classmethod
+    def from_key(cls, key: str) -> Variant:
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        vals: dict[str, Any] = {}
+        for part in filter(None, key.split(",")):
+            name, _, raw = part.partition("=")
+            if name not in kinds:
+                raise ValueError(f"{cls.__name__} has no field {name!r} (key {key!r})")
+            default = getattr(cls, name, None)
+            vals[name] = (bool(int(raw)) if isinstance(default, bool)
+                          else float(raw) if isinstance(default, float) else raw)
+        return cls(**vals)
+
+
+@dataclass
+class Expected:
+    """The reference for one output or gradient, with what its error bound is built from.
+
+    value:        the exact result (float64).
+    magnitude:    sum of |terms| the result is computed from, element by element (float64).
+    steps:        how many roundings in the internal dtype the result accumulates along its longest
+                  dependency chain (a reduction of length n counts n).
+    internal:     the dtype the variant computes in.
+    intermediate: relative error the variant itself mandates before the final rounding (an
+                  intermediate cast to a narrower dtype; 0 when there is none).
+    dtype:        the dtype the candidate must return it in.
+    floor:        absolute error the mandated intermediate roundings can add where they land
+                  among subnormals (relative bounds do not hold there).
+    defined:      elements the variant determines; where a rounding the variant mandates overflows
+                  (a composed kernel's intermediate), the result is not defined and not compared.
+    """
+
+    value: torch.Tensor
+    magnitude: torch.Tensor
+    steps: int
+    internal: torch.dtype
+    intermediate: float | torch.Tensor
+    dtype: torch.dtype
+    floor: float | torch.Tensor = 0.0  # absolute error of mandated roundings into subnormals
+    defined: torch.Tensor | None = None  # False where a mandated intermediate overflows its dtype
+
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Op(ABC):
+    """What normgate needs to know about an op. Subclass, then :func:`register_op` an instance."""
+
+    name: ClassVar[str]
+    variant_type: ClassVar[type[Variant]]
+    #: inputs a candidate is differentiated with respect to, when the variant uses them
+    differentiable: ClassVar[tuple[str, ...]]
+    #: inputs and upstream gradients whose leading dims are rows (sliced for batch invariance)
+    row_tensors: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def make_inputs(self, case: Case, variant: Variant, device: str) -> Tensors:
+        """Inputs and upstream gradients (named ``grad:<output>``), from the case's seed."""
+
+    @abstractmethod
+    def call(self, fn: Callable, inputs: Tensors, case: Case, variant: Variant) -> Tensors:
+        """Call a candidate with its calling convention; return its outputs by name."""
+
+    @abstractmethod
+    def reference(self, inputs: Mapping[str, torch.Tensor], case: Case, variant: Variant,
+                  backward: bool) -> dict[str, Expected]:
+        """Expected outputs (and gradients ``d<input>`` when ``backward``)."""
+
+    @abstractmethod
+    def cases(self, candidate: Candidate, dtype: str, profile: Profile) -> SearchStrategy[Case]:
+        """A hypothesis strategy of cases this candidate claims to handle."""
+
+    @abstractmethod
+    def eager(self, variant: Variant) -> Callable:
+        """PyTorch eager computing ``variant``, for the report's "no worse than eager" line."""
+
+    @abstractmethod
+    def output_dtype(self, variant: Variant, case: Case) -> torch.dtype:
+        """The dtype the variant's outputs must have (its stated mixed-dtype rule)."""
+
+    def domain(self, variant: Variant, case: Case, full_range: bool) -> float:
+        """Largest input magnitude inside the variant's domain (inf: everything finite)."""
+        return float("inf")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big the generated cases get: small under the CPU interpreter, large on a GPU."""
+
+    name: str
+    max_rows: int
+    max_n: int
+    big_n: tuple[int, ...]  # sizes above the usual block sizes, drawn now and then
+
+    @classmethod
+    def for_device(cls, device: str) -> Profile:
+        return GPU_PROFILE if device.startswith("cuda") else CPU_PROFILE
+
+
+CPU_PROFILE = Profile("cpu", max_rows=160, max_n=160, big_n=(257, 1000, 1031))
+GPU_PROFILE = Profile("gpu", max_rows=4096, max_n=8192, big_n=(16384, 32768, 65536, 65537))
+
+_OPS: dict[str, Op] = {}
+
+
+def register_op(op: Op) -> Op:
+    _OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> Op:
+    from .registry import load_builtins
+
+    load_builtins()
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; known ops: {', '.join(sorted(_OPS)) or 'none'}") from None
+
+
+def all_ops() -> dict[str, Op]:
+    from .registry import load_builtins
+
+    load_builtins()
+    return dict(_OPS)

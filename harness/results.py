@@ -1,0 +1,168 @@
+"""Writing results: one JSON object per line, flushed as produced, rewritten in canonical order at
+the end. The format is in docs/results-format.md."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import IO
+
+from . import __version__
+
+VERDICTS = ("pass", "fail", "error", "skip", "range")
+TIMING_FIELDS = ("duration_s", "date", "elapsed_s", "argv", "workers")
+
+
+class ResultsError(Exception):
+    """An unreadable or malformed results file (the message names the file and line)."""
+
+
+def environment(device: str, interpreter: bool, **extra) -> dict:
+    import torch
+
+    env = {"type": "env", "normgate": __version__, "torch": torch.__version__, "triton": _triton_version(),
+           "python": platform.python_version(), "platform": platform.platform(), "device": device,
+           "interpreter": interpreter, "gpu": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+        env["gpu_count"] = torch.cuda.device_count()
+        env["driver"] = _driver_version()
+    env.update(extra)
+    return env
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _driver_version() -> str | None:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def read_lines(path: str | Path, allow_truncated_tail: bool = False) -> list[dict]:
+    """Parse a results file. A malformed line is an error naming it; with
+    ``allow_truncated_tail`` an incomplete last line (a run killed mid-write) is dropped."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ResultsError(f"cannot read results file {path}: {e.strerror or e}") from None
+    raw = text.split("\n")
+    lines = []
+    for i, line in enumerate(raw, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict) or "type" not in obj:
+                raise ValueError("not a normgate record (no 'type')")
+        except ValueError as e:
+            last = i == len(raw) or (i == len(raw) - 1 and raw[-1] == "")
+            if allow_truncated_tail and last and not text.endswith("\n"):
+                break
+            raise ResultsError(f"{path}:{i}: malformed results line ({e}); "
+                               "the file is damaged: rerun, or --resume to complete it") from None
+        lines.append(obj)
+    return lines
+
+
+class Writer:
+    """Appends lines and flushes each one, so a killed run leaves a valid file."""
+
+    def __init__(self, path: str | Path, resume_lines: list[dict] | None = None):
+        self.path = Path(path)
+        self.counts: Counter = Counter()
+        self.cases = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_lines is not None:
+            # keep only what finished: lines of unfinished tasks are redone from scratch
+            done = {ln["task"] for ln in resume_lines if ln.get("type") == "task"}
+            kept = [ln for ln in resume_lines
+                    if ln.get("type") == "env" or (ln.get("type") in ("result", "task") and ln.get("task") in done)]
+            _atomic_write(self.path, kept)
+            self.f: IO[str] = open(self.path, "a")  # noqa: SIM115
+            for ln in kept:
+                self._count(ln)
+        else:
+            self.f = open(self.path, "w")  # noqa: SIM115
+
+    def _count(self, line: dict) -> None:
+        if line.get("type") == "result":
+            self.counts[line["verdict"]] += 1
+            self.cases += 1
+
+    def write(self, line: dict) -> None:
+        self.f.write(json.dumps(line, separators=(", ", ": "), allow_nan=False, default=str) + "\n")
+        self.f.flush()
+        self._count(line)
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+
+
+def _atomic_write(path: Path, lines: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for ln in lines:
+            f.write(json.dumps(ln, separators=(", ", ": "), allow_nan=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def canonicalize(path: str | Path, task_order: list[str]) -> None:
+    """Rewrite the file: env first, then each task's result lines by sequence and its task line,
+    tasks in the given order, then the summary. The same seed gives the same content whatever
+    the number of workers (apart from TIMING_FIELDS)."""
+    lines = read_lines(path, allow_truncated_tail=True)
+    env = [ln for ln in lines if ln.get("type") == "env"][:1]
+    order = {t: i for i, t in enumerate(task_order)}
+    body = [ln for ln in lines if ln.get("type") in ("result", "task")]
+    body.sort(key=lambda ln: (order.get(ln.get("task"), len(order)), ln.get("task", ""),
+                              ln.get("type") == "task", ln.get("seq", 0)))
+    tail = [ln for ln in lines if ln.get("type") == "summary"][-1:]
+    _atomic_write(Path(path), env + body + tail)
+
+
+def content(lines: list[dict]) -> list[dict]:
+    """Lines without timing fields and the environment: what two runs of one seed must share."""
+    out = []
+    for ln in lines:
+        if ln.get("type") == "env":
+            continue
+        out.append({k: v for k, v in ln.items() if k not in TIMING_FIELDS})
+    return out
+
+
+def summarize(counts: Counter, cases: int, **extra) -> dict:
+    return {"type": "summary", "cases": cases, **{v: counts.get(v, 0) for v in VERDICTS}, **extra}
+
+
+def print_failures(lines: list[dict], stream=sys.stderr, limit: int = 20) -> None:
+    bad = [ln for ln in lines if ln.get("type") == "result" and ln.get("verdict") in ("fail", "error")]
+    for ln in bad[:limit]:
+        print(f"  {ln['verdict'].upper():5} {ln['kernel']} {ln['dtype']} {ln['check']}: {ln['reason'][:300]}",
+              file=stream)
+        if ln.get("replay"):
+            print(f"        replay: {ln['replay']}", file=stream)
+    if len(bad) > limit:
+        print(f"  ... and {len(bad) - limit} more (see the results file)", file=stream)

@@ -1,0 +1,80 @@
+"""The PyTorch baselines people compare their kernels against, each its exact variant.
+
+``hf_llama_rmsnorm`` and ``hf_gemma_rmsnorm`` follow the eager modules of Hugging Face
+transformers line by line; ``rms_norm_eager`` and ``layer_norm_eager`` compute any declared variant
+in PyTorch eager and are the "no worse than eager" yardstick of the report.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .references import resolve_eps
+
+
+def hf_llama_rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm.forward: float32 statistics, cast back to the input dtype, then ``weight *``
+    (so bf16 activations with fp32 weights give an fp32 output: the ``promote`` rule)."""
+    input_dtype = x.dtype
+    hidden = x.to(torch.float32)
+    variance = hidden.pow(2).mean(-1, keepdim=True)
+    hidden = hidden * torch.rsqrt(variance + eps)
+    return weight * hidden.to(input_dtype)
+
+
+def hf_gemma_rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """GemmaRMSNorm.forward: everything in float32 with ``(1 + weight)``, one cast at the end."""
+    out = x.float()
+    out = out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + eps)
+    out = out * (1.0 + weight.float())
+    return out.type_as(x)
+
+
+def torch_rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float | None) -> torch.Tensor:
+    return torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def torch_layer_norm(x, weight, bias, eps):
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def _out_dtype(x: torch.Tensor, weight: torch.Tensor | None, out: str) -> torch.dtype:
+    if out == "promote" and weight is not None:
+        return torch.promote_types(x.dtype, weight.dtype)
+    return x.dtype
+
+
+def rms_norm_eager(x, weight, eps, residual=None, *, casting="llama", offset=0.0, out="input"):
+    """Any RMSNorm variant in PyTorch eager. Returns y, or (y, h) with a residual."""
+    h = x if residual is None else x + residual  # rounded once to the input dtype
+    eps = resolve_eps(eps, x.dtype)
+    if casting == "none":
+        y = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+        if weight is not None:
+            y = y * (offset + weight.to(h.dtype))
+    else:
+        h32 = h.float()
+        y = h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
+        if casting == "llama":
+            y = y.to(x.dtype).float()
+        if weight is not None:
+            y = y * (offset + weight.float())
+    y = y.to(_out_dtype(x, weight, out))
+    return y if residual is None else (y, h)
+
+
+def layer_norm_eager(x, weight, bias, eps, residual=None, *, casting="gemma", out="input"):
+    """Any LayerNorm variant in PyTorch eager (two-pass variance). Returns y, or (y, h)."""
+    h = x if residual is None else x + residual
+    eps = resolve_eps(eps, x.dtype)
+    c = h if casting == "none" else h.float()
+    d = c - c.mean(-1, keepdim=True)
+    y = d * torch.rsqrt(d.pow(2).mean(-1, keepdim=True) + eps)
+    if casting == "llama":
+        y = y.to(x.dtype).float()
+    if weight is not None:
+        y = y * weight.to(y.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    y = y.to(_out_dtype(x, weight, out))
+    return y if residual is None else (y, h)

@@ -1,0 +1,103 @@
+"""The built-in candidates: PyTorch baselines, their torch.compile versions, and our Triton kernels.
+
+Each declares the exact variant it computes. Triton kernels are imported on first use, so that
+``TRITON_INTERPRET`` can be set first on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from normgate.candidates import register
+from normgate.properties.layernorm import LayerNormVariant
+from normgate.properties.rmsnorm import RMSNormVariant
+
+from . import baselines as B
+
+ALL = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
+
+# ---- PyTorch eager ----------------------------------------------------------------------------
+register("hf_llama_rmsnorm", B.hf_llama_rmsnorm, op="rmsnorm",
+         variant=RMSNormVariant(casting="llama", offset=0.0, out="promote"), dtypes=ALL, eps_none=False,
+         description="Hugging Face LlamaRMSNorm, eager")
+register("hf_gemma_rmsnorm", B.hf_gemma_rmsnorm, op="rmsnorm",
+         variant=RMSNormVariant(casting="gemma", offset=1.0), dtypes=ALL, eps_none=False,
+         description="Hugging Face GemmaRMSNorm, eager: (1 + weight), all float32")
+register("torch_rms_norm", B.torch_rms_norm, op="rmsnorm",
+         variant=RMSNormVariant(casting="gemma", offset=0.0), dtypes=ALL,
+         description="torch.nn.functional.rms_norm")
+register("eager_add_rmsnorm", functools.partial(B.rms_norm_eager, casting="gemma"), op="rmsnorm",
+         variant=RMSNormVariant(casting="gemma", residual=True), dtypes=ALL,
+         description="eager fused residual add + RMSNorm, float32 internals")
+register("eager_layernorm", B.layer_norm_eager, op="layernorm", variant=LayerNormVariant(), dtypes=ALL,
+         description="eager LayerNorm in float32, two-pass variance, one cast at the end")
+# PyTorch's CPU layer_norm backward for bf16/fp16 is not computed in float32 (dx is off by ~u_bf16
+# of the terms' magnitude: `normgate replay 'torch_layer_norm@accuracy:layernorm,1x2,bf16,...'`
+# shows it), so on the CPU it claims float32 only; on CUDA every dtype.
+register("torch_layer_norm", B.torch_layer_norm, op="layernorm", variant=LayerNormVariant(), dtypes=ALL,
+         eps_none=False, devices=("cuda",), description="torch.nn.functional.layer_norm")
+register("torch_layer_norm_fp32", B.torch_layer_norm, op="layernorm", variant=LayerNormVariant(),
+         dtypes=("fp32",), eps_none=False, description="torch.nn.functional.layer_norm, float32")
+register("torch_layer_norm_plain", B.torch_layer_norm, op="layernorm",
+         variant=LayerNormVariant(weight=False, bias=False), dtypes=("fp32", "bf16", "fp16"), eps_none=False,
+         devices=("cuda",), description="torch.nn.functional.layer_norm without affine parameters")
+
+
+# ---- torch.compile (GPU) ----------------------------------------------------------------------
+def _compiled(fn):
+    @functools.cache
+    def compiled():
+        import torch._dynamo
+
+        # Many shapes and dtypes: without a raised limit, dynamo silently falls back to eager.
+        for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                     "accumulated_cache_size_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 4096)
+        return torch.compile(fn, dynamic=True)
+
+    @functools.wraps(fn)
+    def call(*args):
+        return compiled()(*args)
+
+    return call
+
+
+register("compile_hf_llama_rmsnorm", _compiled(B.hf_llama_rmsnorm), op="rmsnorm",
+         variant=RMSNormVariant(casting="llama", offset=0.0, out="promote"), dtypes=ALL, eps_none=False,
+         devices=("cuda",), description="torch.compile of the HF Llama eager module")
+register("compile_layernorm", _compiled(B.layer_norm_eager), op="layernorm", variant=LayerNormVariant(),
+         dtypes=ALL, eps_none=False, devices=("cuda",), description="torch.compile of eager LayerNorm")
+
+
+# ---- our Triton kernels -----------------------------------------------------------------------
+def _triton_rms(**kw):
+    def fn(x, weight, eps, residual=None):
+        from normgate.kernels.rmsnorm import rms_norm
+
+        return rms_norm(x, weight, eps, residual, **kw)
+
+    return fn
+
+
+def _triton_ln(x, weight, bias, eps, residual=None):
+    from normgate.kernels.layernorm import layer_norm
+
+    return layer_norm(x, weight, bias, eps, residual)
+
+
+TRITON = dict(dtypes=ALL, triton=True)
+for casting, offset, residual in (("llama", 0.0, False), ("gemma", 0.0, False), ("gemma", 1.0, False),
+                                  ("none", 0.0, False), ("gemma", 0.0, True)):
+    suffix = f"{casting}{'_offset1' if offset else ''}{'_residual' if residual else ''}"
+    register(f"triton_rmsnorm_{suffix}", _triton_rms(casting=casting, offset=offset), op="rmsnorm",
+             variant=RMSNormVariant(casting=casting, offset=offset, residual=residual), **TRITON,
+             description=f"normgate's Triton RMSNorm, {casting} casting, offset {offset:g}"
+                         + (", fused residual add" if residual else ""))
+for weight, bias, residual in ((True, True, False), (True, False, False), (False, False, False),
+                               (True, True, True)):
+    suffix = ("" if weight and bias else "_noaffine" if not weight else "_nobias") + ("_residual" if residual else "")
+    register(f"triton_layernorm{suffix}", _triton_ln, op="layernorm",
+             variant=LayerNormVariant(weight=weight, bias=bias, residual=residual), **TRITON,
+             description="normgate's Triton LayerNorm" + (", fused residual add" if residual else ""))
+

@@ -1,0 +1,61 @@
+"""LayerNorm as an op: y = (h - mean) * rstd * w + b, rstd = (var + eps)^-1/2, h = x [+ residual].
+
+Calling convention of a candidate: ``fn(x, weight, bias, eps)``, or
+``fn(x, weight, bias, eps, residual)`` returning ``(y, h)``. ``weight``/``bias`` are None when the
+variant has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from normgate.kernels import references as ref
+from normgate.op import register_op
+
+from .norm import NormOp, NormVariant
+
+
+@dataclass(frozen=True)
+class LayerNormVariant(NormVariant):
+    """weight/bias: which affine parameters exist; residual: fused ``h = x + residual``;
+    casting: gemma (all float32, one rounding) | llama | none; out: mixed-dtype rule."""
+
+    weight: bool = True
+    bias: bool = True
+    residual: bool = False
+    casting: str = "gemma"
+    out: str = "input"
+
+
+class LayerNormOp(NormOp):
+    name = "layernorm"
+    variant_type = LayerNormVariant
+    # h - mean can be twice as large as h: its square must still fit
+    edge_divisor = 8.0
+
+    def params(self, variant):
+        return tuple(n for n in ("weight", "bias") if getattr(variant, n))
+
+    def call(self, fn, inputs, case, variant):
+        args = [inputs["x"], inputs.get("weight"), inputs.get("bias"), case.eps]
+        if variant.residual:
+            args.append(inputs["residual"])
+        return self.wrap_outputs(fn(*args), variant)
+
+    def exact(self, h, p, eps, variant):
+        return ref.layernorm_forward(h, p["weight"], p["bias"], eps)
+
+    def exact_backward(self, stats, p, dy, variant, magnitude):
+        dx, dw, db = ref.layernorm_backward(stats, p["weight"], dy, variant.bias, magnitude)
+        return {"dx": dx, "dweight": dw, "dbias": db}
+
+    def eager(self, variant):
+        from normgate.kernels.baselines import layer_norm_eager
+
+        def fn(x, weight, bias, eps, residual=None):
+            return layer_norm_eager(x, weight, bias, eps, residual, casting=variant.casting, out=variant.out)
+
+        return fn
+
+
+LAYERNORM = register_op(LayerNormOp())

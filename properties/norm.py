@@ -1,0 +1,238 @@
+"""What RMSNorm and LayerNorm share: inputs, the fused residual add, casting modes, the domain.
+
+Casting modes (as in Liger-Kernel), for both ops:
+- ``gemma``: everything in float32, one rounding to the output dtype at the end;
+- ``llama``: the statistics and the normalized value in float32, the normalized value rounded to
+  the input dtype, then the affine step and a second rounding (the variant's own double rounding);
+- ``none``: computed in the input dtype.
+
+Mixed-dtype rule (``out``): ``input`` means every output has the activation dtype (PyTorch's
+``F.rms_norm``/``F.layer_norm``, Gemma, our kernels); ``promote`` means
+``torch.promote_types(x.dtype, weight.dtype)`` (HF Llama's ``weight * h.to(input_dtype)``).
+Gradients always have the dtype of the input they belong to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from hypothesis import strategies as st
+
+from normgate import dtypes
+from normgate.case import Case
+from normgate.kernels.references import F64, fused_add, resolve_eps
+from normgate.op import Expected, Op, Profile, Tensors, Variant
+
+from . import strategies as S
+
+CASTINGS = ("llama", "gemma", "none")
+OUT_RULES = ("input", "promote")
+#: roundings outside the reductions (squares, rsqrt, products, the affine step)
+ELEMENTWISE_STEPS = 8
+
+
+@dataclass(frozen=True)
+class NormVariant(Variant):
+    def __post_init__(self) -> None:
+        if self.casting not in CASTINGS:
+            raise ValueError(f"casting must be one of {CASTINGS}, got {self.casting!r}")
+        if self.out not in OUT_RULES:
+            raise ValueError(f"out must be one of {OUT_RULES}, got {self.out!r}")
+
+
+class NormOp(Op):
+    differentiable = ("x", "weight", "bias", "residual")
+    row_tensors = ("x", "residual", "grad:y", "grad:h")
+    #: how many times the largest |h| may sit in the squared terms before the sum overflows
+    edge_divisor = 4.0
+
+    # ---- what differs between the ops -------------------------------------------------------
+    def params(self, variant) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def param_offset(self, variant) -> float:
+        return 0.0
+
+    def exact(self, h, p: Mapping[str, torch.Tensor | None], eps: float, variant):
+        """(y, magnitude of y, stats) in float64."""
+        raise NotImplementedError
+
+    def exact_backward(self, stats, p, dy, variant, magnitude: bool) -> dict[str, torch.Tensor | None]:
+        raise NotImplementedError
+
+    # ---- shared -----------------------------------------------------------------------------
+    def internal(self, variant, case: Case) -> torch.dtype:
+        return dtypes.to_torch(case.x_dtype) if variant.casting == "none" else torch.float32
+
+    def output_dtype(self, variant, case: Case) -> torch.dtype:
+        x, p = dtypes.to_torch(case.x_dtype), dtypes.to_torch(case.param_dtype)
+        if variant.out == "promote" and self.params(variant):
+            return torch.promote_types(x, p)
+        return x
+
+    def edges(self, variant, case: Case, full_range: bool) -> tuple[float, float | None]:
+        """(largest in-domain magnitude, magnitude of the probe past the edge or None)."""
+        x_max = dtypes.max_finite(dtypes.to_torch(case.x_dtype))
+        if full_range:
+            return x_max / 4, None
+        # The sum of N squares must fit the internal dtype: rms(h) < sqrt(max / N). The backward
+        # of the eager formula (autograd through rsqrt) forms rstd^3, which must stay normal:
+        # rms(h) < smallest_normal^(-1/3) (4.4e12 in float32). Correct kernels, PyTorch's own
+        # included, lose dx past that, so it is the edge of every variant's claimed domain.
+        t = self.internal(variant, case)
+        edge = min(math.sqrt(dtypes.max_finite(t) / case.n) / self.edge_divisor,
+                   dtypes.smallest_normal(t) ** (-1 / 3))
+        limit = min(edge / 4, x_max / 4)
+        beyond = min(edge * 4, x_max / 2)
+        return limit, (beyond if beyond > edge else None)
+
+    def domain(self, variant, case: Case, full_range: bool) -> float:
+        return self.edges(variant, case, full_range)[0]
+
+    def make_inputs(self, case: Case, variant, device: str) -> Tensors:
+        xdt, pdt = dtypes.to_torch(case.x_dtype), dtypes.to_torch(case.param_dtype)
+        limit, beyond = self.edges(variant, case, full_range=False)
+        beyond = beyond or limit
+        out: Tensors = {"x": S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 0), limit, beyond),
+                                     xdt, device, case.layout)}
+        for i, name in enumerate(self.params(variant)):
+            regime = case.w if name == "weight" else _bias_regime(case.w)
+            offset = self.param_offset(variant) if name == "weight" else 0.0
+            out[name] = S.fill_param(regime, case.n, S.generator(case.seed, 1 + i), offset).to(pdt).to(device)
+        if variant.residual:
+            out["residual"] = S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 3), limit, beyond),
+                                      xdt, device, case.layout)
+            out["grad:h"] = S.fill_grad(case.dy, case.shape, xdt, S.generator(case.seed, 5)).to(xdt).to(device)
+        ydt = self.output_dtype(variant, case)
+        out["grad:y"] = S.fill_grad(case.dy, case.shape, ydt, S.generator(case.seed, 4)).to(ydt).to(device)
+        return out
+
+    def outputs(self, variant) -> tuple[str, ...]:
+        return ("y", "h") if variant.residual else ("y",)
+
+    def wrap_outputs(self, result, variant) -> Tensors:
+        names = self.outputs(variant)
+        if len(names) == 1:
+            if isinstance(result, (tuple, list)):
+                raise TypeError(f"expected one tensor (y), got a {type(result).__name__} of {len(result)}")
+            return {"y": result}
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise TypeError("a fused residual variant must return (y, h), got "
+                            f"{type(result).__name__}")
+        return dict(zip(names, result, strict=True))
+
+    def reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
+        n = case.n
+        xdt = dtypes.to_torch(case.x_dtype)
+        internal = self.internal(variant, case)
+        eps = resolve_eps(case.eps, xdt)
+
+        def rows(t):
+            return None if t is None else t.detach().to(F64).reshape(-1, n)
+
+        p = {k: (None if inputs.get(k) is None else inputs[k].detach().to(F64)) for k in ("weight", "bias")}
+        h = fused_add(rows(inputs["x"]), rows(inputs.get("residual")), xdt)
+        y, y_mag, stats = self.exact(h, p, eps, variant)
+        # The sum of squares can also lose up to one smallest-normal of the internal dtype to
+        # underflow (flushed or subnormal squares): rstd's relative error grows by half of that
+        # over (mean + eps), row by row. Negligible in float32; dominant for fp16-internal
+        # variants on 1e-4-scale rows, which is exactly where those variants are inaccurate.
+        flush = 0.5 * dtypes.smallest_normal(internal) * stats.rstd.square()
+        # llama's intermediate rounding of the normalized value (forward) and of the gradient
+        # reaching it (backward) to the input dtype: u relative, half a subnormal spacing absolute.
+        llama = variant.casting == "llama"
+        mid = dtypes.unit_roundoff(xdt) if llama else 0.0
+        half_sub = dtypes.smallest_normal(xdt) * dtypes.unit_roundoff(xdt) if llama else 0.0
+        w = p.get("weight")
+        coef = (abs(self.param_offset(variant)) + w.abs()) if w is not None else 1.0
+        steps = n + ELEMENTWISE_STEPS
+        out_dt = self.output_dtype(variant, case)
+
+        # Row tensors are compared as (rows, N); the check reshapes the candidate's outputs.
+        def exp(value, mag, steps, dtype, intermediate, floor=0.0):
+            return Expected(value, mag, steps, internal, intermediate, dtype, floor)
+
+        res = {"y": exp(y, y_mag, steps, out_dt, mid + flush, half_sub * coef)}
+        if variant.residual:
+            res["h"] = Expected(h, h.abs(), 0, internal, 0.0, xdt)
+        if not backward:
+            return res
+        dy = rows(inputs["grad:y"])
+        g = self.exact_backward(stats, p, dy, variant, magnitude=False)
+        gm = self.exact_backward(stats, p, dy, variant, magnitude=True)
+        dx, dx_mag = g["dx"], gm["dx"]
+        # backward of llama: the gradient reaching the rounded xhat (dy * w) is itself rounded
+        # to the input dtype, then multiplied by xhat's rounding for dW: two roundings per term
+        mid = 2 * mid
+        dx_mid, dx_floor = mid + flush, 2 * half_sub * stats.rstd
+        x_max = dtypes.max_finite(xdt)
+        defined = dw_defined = None
+        if llama:
+            # ... and where those roundings overflow the input dtype the variant gives inf - inf
+            defined = ((dy.abs() * coef) <= x_max).all(-1, keepdim=True).expand_as(dy)
+            dw_defined = ((dy.abs() * stats.xhat.abs()) <= x_max).all(0)
+        if variant.residual:
+            # Autograd hands the norm's dx back in the input dtype before adding the residual
+            # branch's gradient: one more rounding of dx_norm, which composed kernels cannot avoid.
+            dh = rows(inputs["grad:h"])
+            dx, dx_mag = dx + dh, dx_mag + dh.abs()
+            dx_mid = dx_mid + dtypes.unit_roundoff(xdt)
+            dx_floor = dx_floor + dtypes.smallest_normal(xdt) * dtypes.unit_roundoff(xdt)
+            fits = g["dx"].abs() <= x_max
+            defined = fits if defined is None else defined & fits
+        res["dx"] = exp(dx, dx_mag, steps, xdt, dx_mid, dx_floor)
+        res["dx"].defined = defined
+        if variant.residual:
+            res["dresidual"] = exp(dx, dx_mag, steps, xdt, dx_mid, dx_floor)
+            res["dresidual"].defined = defined
+        m = dy.shape[0]
+        for name in self.params(variant):
+            pdt = inputs[name].dtype
+            # A parameter's gradient sums over all M rows; the relative terms are per row, so
+            # their largest value bounds the whole sum.
+            is_w = name == "weight"
+            rel = mid + float(flush.max()) if is_w and flush.numel() else 0.0
+            # xhat's rounding scaled by |dy|, and each product dy * xhat rounded on its own
+            floor = half_sub * (dy.abs().sum(0) + m) if is_w else 0.0
+            res["d" + name] = Expected(g["d" + name], gm["d" + name], m + steps, internal, rel, pdt, floor,
+                                       dw_defined if is_w else None)
+        return res
+
+    def cases(self, candidate, dtype: str, profile: Profile) -> st.SearchStrategy[Case]:
+        variant = candidate.variant
+        layouts = ("contiguous", "strided") if candidate.strided else ("contiguous",)
+
+        @st.composite
+        def draw_case(draw) -> Case:
+            shape = draw(S.shapes(profile))
+            probe = Case(self.name, shape, dtype)
+            regimes = S.X_REGIMES
+            if not candidate.full_range and self.edges(variant, probe, False)[1] is not None:
+                regimes = regimes + (S.BEYOND,)
+            return Case(
+                op=self.name, shape=shape, dtype=dtype,
+                x=draw(st.sampled_from(regimes)),
+                dy=draw(st.sampled_from(S.DY_REGIMES)) if candidate.backward else "normal",
+                w=draw(st.sampled_from(S.W_REGIMES)) if self.params(variant) else "normal",
+                eps=draw(S.eps_values(candidate.eps_none)),
+                layout=draw(st.sampled_from(layouts)),
+                seed=draw(st.integers(0, 2**31 - 1)),
+            )
+
+        return draw_case()
+
+
+def _bias_regime(w_regime: str) -> str:
+    # biases are drawn from the same regimes as weights except "cancel" (no offset to cancel)
+    return "normal" if w_regime == "cancel" else w_regime
+
+
+def promote_cast(result: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, out: str) -> torch.Tensor:
+    dt = torch.promote_types(x.dtype, weight.dtype) if (out == "promote" and weight is not None) else x.dtype
+    return result.to(dt)
+
+
+EagerFn = Callable[..., torch.Tensor]

@@ -1,0 +1,62 @@
+"""RMSNorm as an op: y = h * rstd * (offset + w), rstd = (mean(h^2) + eps)^-1/2, h = x [+ residual].
+
+Calling convention of a candidate: ``fn(x, weight, eps)``, or ``fn(x, weight, eps, residual)``
+returning ``(y, h)`` for the fused residual variant. ``weight`` is None when the variant has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from normgate.kernels import references as ref
+from normgate.op import register_op
+
+from .norm import NormOp, NormVariant
+
+
+@dataclass(frozen=True)
+class RMSNormVariant(NormVariant):
+    """casting: llama | gemma | none; offset: 0 (Llama) or 1 (Gemma's ``1 + weight``);
+    residual: fused ``h = x + residual``; weight: has an affine weight; out: mixed-dtype rule."""
+
+    casting: str = "llama"
+    offset: float = 0.0
+    residual: bool = False
+    weight: bool = True
+    out: str = "input"
+
+
+class RMSNormOp(NormOp):
+    name = "rmsnorm"
+    variant_type = RMSNormVariant
+
+    def params(self, variant):
+        return ("weight",) if variant.weight else ()
+
+    def param_offset(self, variant):
+        return variant.offset
+
+    def call(self, fn, inputs, case, variant):
+        args = [inputs["x"], inputs.get("weight"), case.eps]
+        if variant.residual:
+            args.append(inputs["residual"])
+        return self.wrap_outputs(fn(*args), variant)
+
+    def exact(self, h, p, eps, variant):
+        return ref.rmsnorm_forward(h, p["weight"], eps, variant.offset)
+
+    def exact_backward(self, stats, p, dy, variant, magnitude):
+        dx, dw = ref.rmsnorm_backward(stats, p["weight"], dy, variant.offset, magnitude)
+        return {"dx": dx, "dweight": dw}
+
+    def eager(self, variant):
+        from normgate.kernels.baselines import rms_norm_eager
+
+        def fn(x, weight, eps, residual=None):
+            return rms_norm_eager(x, weight, eps, residual, casting=variant.casting, offset=variant.offset,
+                                  out=variant.out)
+
+        return fn
+
+
+RMSNORM = register_op(RMSNormOp())
