@@ -42,6 +42,9 @@ class CheckResult:
     worst: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     duration_s: float = 0.0
+    #: sha256 of every output's bits (repeat check): equal digests from two processes, or two
+    #: machines of one kind, show the kernel deterministic across processes too
+    digest: str = ""
 
     @property
     def failed(self) -> bool:
@@ -238,8 +241,9 @@ def _bitwise_diff(runs: list[Tensors]) -> str:
 @guarded
 def repeat(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
     inputs = op.make_inputs(case, cand.variant, ctx.device)
-    diff = _bitwise_diff(_runs(cand, op, case, ctx, inputs, ctx.repeats))
-    return CheckResult("fail", diff) if diff else CheckResult("pass")
+    runs = _runs(cand, op, case, ctx, inputs, ctx.repeats)
+    diff = _bitwise_diff(runs)
+    return CheckResult("fail", diff) if diff else CheckResult("pass", digest=memory.digest(runs[0]))
 
 
 @guarded

@@ -13,6 +13,7 @@ Two ways to make a read of memory nobody wrote visible:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import warnings
 
 import torch
@@ -31,6 +32,15 @@ def differing(a: torch.Tensor, b: torch.Tensor) -> int:
     if a.shape != b.shape or a.dtype != b.dtype:
         return max(a.numel(), b.numel())
     return int((_bits(a) != _bits(b)).sum())
+
+
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A short hash of every tensor's bits, by name: the same digest means the same bits."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(_bits(tensors[name]).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,8 @@ def result_line(task: Task, cand: candidates.Candidate, case: Case, res: CheckRe
         line["replay"] = replay_command(cand.name, task.check, case, cand.loads, device)
     if res.notes:
         line["notes"] = res.notes
+    if res.digest:
+        line["digest"] = res.digest
     line.update(extra)
     line.update({"seq": seq, "task": task.id, "duration_s": round(res.duration_s, 5)})
     return line
@@ -132,7 +134,12 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
 
 
 def process_setup(device: str, threads: int | None = None) -> None:
-    """Once per process that runs checks."""
+    """Once per process that runs checks.
+
+    On the CPU, one thread: PyTorch's CPU reductions split work by thread count, so bits (and the
+    repeat check's digests) would otherwise depend on the machine and the number of workers."""
+    if threads is None and device == "cpu":
+        threads = 1
     if device == "cpu":
         # Triton kernels run on the CPU only under the interpreter; it must be on before they load.
         os.environ.setdefault("TRITON_INTERPRET", "1")
