@@ -1,7 +1,8 @@
 """The ``normgate`` command line.
 
-Exit codes: 0 every check passed; 1 a check failed or errored (or the run was interrupted);
-2 a usage or input error (unknown kernel, unreadable file), with a message saying what to do.
+Exit codes: 0 every check passed; 1 a check failed or errored; 2 a usage or input error (unknown
+kernel, unreadable file), with a message saying what to do; 130 (143) a run stopped by SIGINT
+(SIGTERM): its summary says interrupted. docs/failure-modes.md has every case.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def _select(args):
 
 
 def cmd_run(args) -> int:
+    import signal
+    import threading
+
     _prepare(args)
     from . import results
     from .checks import Context, budget
@@ -134,12 +138,20 @@ def cmd_run(args) -> int:
     pairs, checks = _select(args)
     examples = args.examples or (200 if args.device == "cuda" else 30)
     tasks = [Task(c.name, d, ck, budget(ck, examples), args.seed) for c, d in pairs for ck in checks]
+    workers = _workers(args)
+    if args.report:
+        # checked now, not after a run of an hour: the report is written at the very end
+        try:
+            results.check_writable(args.report)
+        except OSError as e:
+            raise UsageError(f"cannot write the report to {args.report}: {e.strerror or e}") from None
     resume_lines = None
     if args.resume:
         try:
             resume_lines = results.read_lines(args.resume, allow_truncated_tail=True)
         except results.ResultsError as e:
             raise UsageError(str(e)) from None
+        _check_resume_matches(args.resume, resume_lines, device=args.device, seed=args.seed, examples=examples)
         args.out = args.resume
         done = {ln["task"] for ln in resume_lines if ln.get("type") == "task"}
         skipped = len([t for t in tasks if t.id in done])
@@ -150,17 +162,32 @@ def cmd_run(args) -> int:
         tasks_todo = tasks
     try:
         writer = results.Writer(args.out, resume_lines)
+        if resume_lines is None or not any(ln.get("type") == "env" for ln in resume_lines):
+            writer.write(results.environment(args.device, interpreter_on(), seed=args.seed, examples=examples,
+                                             workers=workers, argv=sys.argv))
     except OSError as e:
         raise UsageError(f"cannot write results to {args.out}: {e.strerror or e}") from None
-    workers = _workers(args)
-    if resume_lines is None or not any(ln.get("type") == "env" for ln in resume_lines):
-        writer.write(results.environment(args.device, interpreter_on(), seed=args.seed, examples=examples,
-                                         workers=workers, argv=sys.argv))
     progress = Progress(len(tasks), len(tasks) - len(tasks_todo))
     t0 = time.monotonic()
+    # Ctrl-C (SIGINT) and a CI job's cancel (SIGTERM) end the run the same way: workers stopped,
+    # a summary marked interrupted, exit 128 + the signal's number. Workers run in sessions of
+    # their own, so only this process sees the signal and the stop is orderly.
+    stopped_by: list[int] = []
+    previous_term = None
+
+    def on_term(signum, frame) -> None:
+        stopped_by.append(signum)
+        signal.signal(signum, previous_term)  # a second SIGTERM ends the process at once
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        previous_term = signal.signal(signal.SIGTERM, on_term)
     interrupted = False
     try:
         if workers == 0:
+            from .worker import pin_generation
+
+            pin_generation()  # the same cases as in a worker process
             ctx = Context(device=args.device, interpreter=interpreter_on())
             for task in tasks_todo:
                 progress.event("task_start", {"task": task})
@@ -178,20 +205,31 @@ def cmd_run(args) -> int:
             Pool(opts, writer.write, progress.event).run(tasks_todo)
     except KeyboardInterrupt:
         interrupted = True
-        print("\nnormgate: interrupted; results so far are in " + str(args.out), file=sys.stderr)
+        name = signal.Signals(stopped_by[0]).name if stopped_by else "SIGINT"
+        print(f"\nnormgate: interrupted ({name}); results so far are in {args.out}; to finish the run, "
+              f"repeat the command with --resume {args.out} (same selection, seed and --examples)",
+              file=sys.stderr)
     except WorkerSetupError as e:
         writer.close()
         raise UsageError(str(e)) from None
+    except results.WriteError as e:
+        raise UsageError(e.strerror or str(e)) from None
     finally:
         progress.close()
-    writer.write(results.summarize(writer.counts, writer.cases, interrupted=interrupted,
-                                   elapsed_s=round(time.monotonic() - t0, 2)))
-    writer.close()
-    if not interrupted:
-        results.canonicalize(args.out, [t.id for t in tasks])
-    lines = results.read_lines(args.out)
+        if previous_term is not None and not stopped_by:
+            signal.signal(signal.SIGTERM, previous_term)
+    try:
+        writer.write(results.summarize(writer.counts, writer.cases, interrupted=interrupted,
+                                       elapsed_s=round(time.monotonic() - t0, 2)))
+        writer.close()
+        if not interrupted:
+            results.canonicalize(args.out, [t.id for t in tasks])
+        lines = results.read_lines(args.out)
+    except (OSError, results.ResultsError) as e:
+        raise UsageError(f"cannot finish the results file {args.out}: {e}") from None
     c = writer.counts
-    print(f"normgate: {writer.cases} cases, {len(tasks)} tasks in {time.monotonic() - t0:.1f}s: "
+    finished = sum(1 for ln in lines if ln.get("type") == "task" and ln.get("task") in {t.id for t in tasks})
+    print(f"normgate: {writer.cases} cases, {finished} of {len(tasks)} tasks in {time.monotonic() - t0:.1f}s: "
           f"{c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['skip']} skip, {c['range']} range"
           f"{' (interrupted)' if interrupted else ''} -> {args.out}", file=sys.stderr)
     results.print_failures(lines)
@@ -199,7 +237,20 @@ def cmd_run(args) -> int:
         code = _write_report(args.out, args.report, args.bench)
         if code:
             return code
-    return 1 if (c["fail"] or c["error"] or interrupted) else 0
+    if interrupted:
+        return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
+    return 1 if (c["fail"] or c["error"]) else 0
+
+
+def _check_resume_matches(path: str, lines: list[dict], **now) -> None:
+    """Refuse to mix two runs in one file: a resumed run must draw the cases the first one drew."""
+    env = next((ln for ln in lines if ln.get("type") == "env"), None)
+    if env is None:
+        return
+    diff = [f"{k} {env.get(k)!r} there, {v!r} now" for k, v in now.items() if k in env and env[k] != v]
+    if diff:
+        raise UsageError(f"--resume {path}: that run used other settings ({'; '.join(diff)}); resume it with "
+                         "the same --seed, --examples and --device, or start a new results file with --out")
 
 
 def _write_report(results_path: str, out: str, bench) -> int:
@@ -264,7 +315,13 @@ class Progress:
         elif kind in ("task_done", "task_error"):
             self.done += 1
             if kind == "task_error":
+                # a worker that died or hung: its error line comes from the supervisor, not as a
+                # "line" event, so it is counted and echoed here
                 self.counts["error"] += 1
+                self.cases += 1
+                t = info["task"]
+                if not self.tty:
+                    print(f"normgate: ERROR {t.kernel} {t.dtype} {t.check}: {info['reason'][:200]}", file=sys.stderr)
         self._draw()
 
     def _draw(self, force: bool = False) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .runner import Task
+from .worker import SUPERVISOR_ENV
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Pool:
     def _spawn(self, index: int) -> _Worker:
         r, w = os.pipe()
         env = dict(os.environ)
+        env[SUPERVISOR_ENV] = str(os.getpid())  # the worker ends itself if this process dies
         if self.opts.device.startswith("cuda") and self.opts.gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(index % self.opts.gpus)
         if self.opts.device == "cpu":
@@ -131,13 +133,22 @@ class Pool:
         if wk.case:
             case = Case.from_key(wk.case)
             line.update(op=case.op, regime=case.x, shape=list(case.shape),
-                        replay=replay_command(task.kernel, task.check, case, self.opts.loads, self.opts.device))
+                        replay=replay_command(task.kernel, task.check, case, self._loads_of(task.kernel),
+                                              self.opts.device))
         self.emit(line)
         self.emit({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
                    "dtype": task.dtype, "cases": None, "status": "error",
                    "elapsed_s": round(time.monotonic() - wk.task_start, 3)})
         self.on_event("task_error", {"task": task, "reason": reason})
         wk.task = None
+
+    def _loads_of(self, kernel: str) -> tuple[str, ...]:
+        """The --load files the replay of this kernel needs: its own file, as the result lines
+        written in the worker say, not every file of the run."""
+        from . import candidates
+
+        cand = candidates.registry().get(kernel)
+        return cand.loads if cand is not None else self.opts.loads
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, tasks: list[Task]) -> None:
@@ -187,11 +198,33 @@ class Pool:
         if not chunk:
             self._on_death(wk)
             return
+        self._take(wk, chunk)
+
+    def _take(self, wk: _Worker, chunk: bytes) -> None:
         wk.buf += chunk
         *lines, wk.buf = wk.buf.split(b"\n")
         for raw in lines:
-            if raw.strip():
-                self._handle(wk, json.loads(raw))
+            if not raw.strip():
+                continue
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                # only the worker writes this pipe, but a kernel can write to any fd it finds; a
+                # garbled event must cost that task, not the run
+                ev = {"event": "garbled", "raw": raw[:200].decode(errors="replace")}
+            self._handle(wk, ev)
+
+    def _drain(self, wk: _Worker) -> None:
+        """Take every event the worker wrote before we kill it (result lines of the cases that
+        passed before a hang, or a ``done`` that raced the timeout)."""
+        while True:
+            try:
+                chunk = os.read(wk.fd, 1 << 20)
+            except (BlockingIOError, OSError):
+                return
+            if not chunk:
+                return
+            self._take(wk, chunk)
 
     def _handle(self, wk: _Worker, ev: dict) -> None:
         kind = ev["event"]
@@ -213,6 +246,9 @@ class Pool:
             wk.ready = False
             self._fail_task(wk, ev["reason"])
             raise WorkerSetupError(ev["reason"])
+        else:
+            self._fail_task(wk, f"the worker sent a garbled event ({ev.get('raw', ev)!r}); it was replaced")
+            self._replace(wk, kill=True)
 
     def _on_death(self, wk: _Worker) -> None:
         try:
@@ -244,6 +280,12 @@ class Pool:
                 raise WorkerSetupError(f"a worker did not start within {self.opts.startup_timeout:.0f}s")
             if wk.task is None:
                 continue
+            late = (wk.case and now - wk.case_start > self.opts.case_timeout) or (
+                self.opts.task_timeout and now - wk.task_start > self.opts.task_timeout)
+            if late:
+                self._drain(wk)
+                if wk.task is None or wk not in self.workers:
+                    continue  # it finished (or died) just in time
             if wk.case and now - wk.case_start > self.opts.case_timeout:
                 self._fail_task(wk, f"timed out: one case ran longer than {self.opts.case_timeout:g}s "
                                     f"(case {wk.case}); the worker was killed")

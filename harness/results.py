@@ -22,6 +22,24 @@ class ResultsError(Exception):
     """An unreadable or malformed results file (the message names the file and line)."""
 
 
+class WriteError(OSError):
+    """The results file could not be written (disk full, file removed under us, ...)."""
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise OSError unless a file can be written at ``path`` the way reports are written (a
+    temporary file in its folder, then renamed): called before a run, so that a bad path fails
+    at once, not after the run."""
+    import tempfile
+
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(21, "it is a directory", str(p))
+    fd, tmp = tempfile.mkstemp(prefix=".normgate-check-", dir=p.parent)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def environment(device: str, interpreter: bool, **extra) -> dict:
     import torch
 
@@ -62,21 +80,24 @@ def read_lines(path: str | Path, allow_truncated_tail: bool = False) -> list[dic
     ``allow_truncated_tail`` an incomplete last line (a run killed mid-write) is dropped."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise ResultsError(f"cannot read results file {path}: {e.strerror or e}") from None
-    raw = text.split("\n")
+    # split bytes, not text: a file that is not UTF-8 (a report, a binary) is then a malformed
+    # line with its number, not a decoding error
+    raw = data.split(b"\n")
     lines = []
-    for i, line in enumerate(raw, start=1):
-        if not line.strip():
+    for i, chunk in enumerate(raw, start=1):
+        if not chunk.strip():
             continue
         try:
+            line = chunk.decode("utf-8")
             obj = json.loads(line)
             if not isinstance(obj, dict) or "type" not in obj:
                 raise ValueError("not a normgate record (no 'type')")
-        except ValueError as e:
-            last = i == len(raw) or (i == len(raw) - 1 and raw[-1] == "")
-            if allow_truncated_tail and last and not text.endswith("\n"):
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            last = i == len(raw)
+            if allow_truncated_tail and last and not data.endswith(b"\n"):
                 break
             raise ResultsError(f"{path}:{i}: malformed results line ({e}); "
                                "the file is damaged: rerun, or --resume to complete it") from None
@@ -110,15 +131,23 @@ class Writer:
             self.cases += 1
 
     def write(self, line: dict) -> None:
-        self.f.write(json.dumps(line, separators=(", ", ": "), allow_nan=False, default=str) + "\n")
-        self.f.flush()
+        text = json.dumps(line, separators=(", ", ": "), allow_nan=False, default=str) + "\n"
+        try:
+            self.f.write(text)
+            self.f.flush()
+        except OSError as e:
+            raise WriteError(e.errno, f"cannot write results to {self.path}: {e.strerror or e}") from e
         self._count(line)
 
     def close(self) -> None:
         if not self.f.closed:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
+            try:
+                self.f.flush()
+                os.fsync(self.f.fileno())
+            except OSError as e:
+                raise WriteError(e.errno, f"cannot write results to {self.path}: {e.strerror or e}") from e
+            finally:
+                self.f.close()
 
 
 def _atomic_write(path: Path, lines: list[dict]) -> None:
@@ -126,6 +155,10 @@ def _atomic_write(path: Path, lines: list[dict]) -> None:
     with open(tmp, "w") as f:
         for ln in lines:
             f.write(json.dumps(ln, separators=(", ", ": "), allow_nan=False, default=str) + "\n")
+        # on disk before the rename: a crash right after must leave the old file or the new
+        # one, never a renamed empty one
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

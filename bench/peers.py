@@ -1,0 +1,109 @@
+"""The kernels the benchmark compares, each as ``fn(x) -> y`` plus its parameters.
+
+All compute the same thing as ours in the bench: RMSNorm in the Llama variant (eps 1e-6) and
+LayerNorm with weight and bias (eps 1e-5); weights ~1, bf16 like the activations.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RMS_EPS = 1e-6
+LN_EPS = 1e-5
+
+
+class HFLlamaRMSNorm(nn.Module):
+    """transformers' LlamaRMSNorm forward, verbatim arithmetic (eager)."""
+
+    def __init__(self, n: int, eps: float = RMS_EPS) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.variance_epsilon = eps
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        dt = h.dtype
+        h = h.to(torch.float32)
+        var = h.pow(2).mean(-1, keepdim=True)
+        h = h * torch.rsqrt(var + self.variance_epsilon)
+        return self.weight * h.to(dt)
+
+
+class EagerLayerNorm(nn.Module):
+    """LayerNorm written out in fp32 (two-pass variance), one cast at the end."""
+
+    def __init__(self, n: int, eps: float = LN_EPS) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        mean = h.mean(-1, keepdim=True)
+        d = h - mean
+        var = d.pow(2).mean(-1, keepdim=True)
+        return (d * torch.rsqrt(var + self.eps) * self.weight.float() + self.bias.float()).to(x.dtype)
+
+
+@functools.cache
+def _dynamo_limits() -> None:
+    import torch._dynamo
+
+    # many shapes: without a raised limit dynamo silently falls back to eager
+    for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 4096)
+
+
+def liger_available() -> bool:
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _weights(n, dtype, device, bias):
+    g = torch.Generator(device="cpu").manual_seed(n)
+    w = (1.0 + 0.1 * torch.randn(n, generator=g)).to(device=device, dtype=dtype).requires_grad_(True)
+    b = (0.1 * torch.randn(n, generator=g)).to(device=device, dtype=dtype).requires_grad_(True)
+    return w, b if bias else None
+
+
+def make(kernel: str, op: str, n: int, dtype: torch.dtype, device: str = "cuda"):
+    """(fn, params) for ``kernel`` in {normgate, liger, torch_compile, torch}."""
+    w, b = _weights(n, dtype, device, bias=op == "layernorm")
+    if kernel == "normgate":
+        if op == "rmsnorm":
+            from normgate.kernels.rmsnorm import rms_norm
+
+            return (lambda x: rms_norm(x, w, RMS_EPS, casting="llama")), [w]
+        from normgate.kernels.layernorm import layer_norm
+
+        return (lambda x: layer_norm(x, w, b, LN_EPS)), [w, b]
+    if kernel == "torch":
+        if op == "rmsnorm":
+            return (lambda x: F.rms_norm(x, (n,), w, RMS_EPS)), [w]
+        return (lambda x: F.layer_norm(x, (n,), w, b, LN_EPS)), [w, b]
+    if kernel == "liger":
+        from liger_kernel.transformers import LigerLayerNorm, LigerRMSNorm
+
+        if op == "rmsnorm":
+            mod = LigerRMSNorm(n, eps=RMS_EPS).to(device=device, dtype=dtype)
+        else:
+            mod = LigerLayerNorm(n, eps=LN_EPS).to(device=device, dtype=dtype)
+    elif kernel == "torch_compile":
+        _dynamo_limits()
+        mod = (HFLlamaRMSNorm(n) if op == "rmsnorm" else EagerLayerNorm(n)).to(device=device, dtype=dtype)
+        mod = torch.compile(mod, dynamic=False)
+    else:
+        raise ValueError(kernel)
+    with torch.no_grad():
+        for p, src in zip(mod.parameters(), [w, b], strict=False):
+            p.copy_(src)
+    return mod, list(mod.parameters())

@@ -1,0 +1,253 @@
+"""Launch heuristics and helpers shared by the RMSNorm and LayerNorm Triton kernels.
+
+Forward: one program per tile of rows (several rows per tile for small N), the whole row in
+registers up to FWD_MAX_BLOCK, above it a loop over column chunks (statistics, then y).
+
+Backward: a persistent grid of about ``programs_per_sm`` programs per SM. Program p owns the
+contiguous rows [p*k, (p+1)*k), computes their dx and accumulates dW (and dB) over them in fp32
+registers, then writes its row of a (P, N) fp32 partial buffer once; ``sum_partials`` adds the P
+rows in a fixed order. Rows longer than BWD_MAX_BLOCK take the split path: a first kernel writes
+each row's dot products per column chunk, then a (P, column blocks) grid does the same as above
+per column block.
+
+Determinism and batch invariance are decided here, so the rules are written down once:
+
+* Everything that changes the arithmetic of a row (block size, rows per tile, split or not,
+  num_warps) is a function of N and the op only, never of M. A row's y and dx are therefore the
+  same bits whatever else is in the batch.
+* Every program owns at least one row and always writes its whole slice of the partial buffer (and
+  the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
+  rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
+  run after run and process after process. (It depends on P, i.e. on M and the SM count, as any
+  reduction over the batch may; y and dx do not.)
+* With a single program along the rows (small M) the backward writes dW directly and the
+  reduction is skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+# Longest row, in elements, that one forward program keeps in registers (above: the looped path).
+FWD_MAX_BLOCK = 32768
+FWD_LOOP_BLOCK = 8192
+FWD_LOOP_WARPS = 16
+# Longest row the backward keeps in one program (above: the split path, in column blocks). LayerNorm
+# holds dW and dB accumulators, so it spills (~250 GB/s) at 16384 where RMSNorm does not.
+BWD_MAX_BLOCK = {"rms": 16384, "ln": 8192}
+# A backward program takes at least this many rows. Measured at N = 4096, M = 32/128: more rows per
+# program (fewer partials to reduce) lost to the lost parallelism: 1 is best (bench/README.md).
+MIN_ROWS_PER_PROGRAM = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    block_n: int  # columns per tile (power of two)
+    rows: int  # rows per tile (power of two)
+    num_warps: int
+    looped: bool = False  # forward: the row is longer than a tile, loop over column chunks
+    programs_per_sm: int = 2  # backward: persistent grid of about this many programs per SM
+    prefetch: bool = False  # backward: load the next row tile before reducing the current one
+    split: bool = False  # backward: column blocks, row dot products from a first kernel
+    dot_rows: int = 1  # split path, first kernel: rows per program
+    dot_warps: int = 8  # split path, first kernel: num_warps
+
+
+# Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/README.md has the sweep).
+# Forward, one program per row tile: (block_n bound, rows, num_warps).
+FWD_TABLE: dict[str, list[tuple]] = {
+    "rms": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 1, 8), (4096, 2, 8), (8192, 1, 16),
+            (16384, 1, 16), (32768, 1, 16)],
+    "ln": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 2, 8), (4096, 2, 8), (8192, 1, 8),
+           (16384, 1, 8), (32768, 1, 32)],
+}
+# Backward, fused path: (block_n bound, rows, num_warps, programs per SM, prefetch). Prefetching
+# helps RMSNorm up to 8192 (+4-10%) but spills at 16384 (255 GB/s), and costs LayerNorm (whose
+# tiles carry more state) everywhere except at 1024.
+BWD_TABLE: dict[str, list[tuple]] = {
+    "rms": [(256, 16, 4, 2, True), (512, 8, 4, 2, True), (1024, 4, 4, 2, True), (2048, 2, 8, 2, True),
+            (4096, 1, 8, 2, True), (8192, 1, 16, 1, True), (16384, 1, 16, 1, False)],
+    "ln": [(256, 16, 4, 2, True), (512, 8, 4, 2, True), (1024, 4, 4, 2, True), (2048, 2, 8, 2, False),
+           (4096, 1, 8, 2, False), (8192, 1, 16, 1, False)],
+}
+# Backward, split path (moves 5MN instead of 3MN elements, but runs at copy speed: every config
+# tried gave 1740-1800 GB/s on the 3MN basis).
+BWD_SPLIT: dict[str, Config] = {
+    "rms": Config(4096, 1, 8, programs_per_sm=2, split=True),
+    "ln": Config(4096, 1, 8, programs_per_sm=2, split=True),
+}
+
+
+def _lookup(table, block):
+    for entry in table:
+        if block <= entry[0]:
+            return entry[1:]
+    return table[-1][1:]
+
+
+def fwd_config(n: int, op: str = "rms") -> Config:
+    block = max(16, triton.next_power_of_2(n))
+    if block > FWD_MAX_BLOCK:
+        return Config(FWD_LOOP_BLOCK, 1, FWD_LOOP_WARPS, looped=True)
+    rows, warps = _lookup(FWD_TABLE[op], block)
+    return Config(block, rows, warps)
+
+
+def bwd_config(n: int, op: str = "rms") -> Config:
+    block = max(16, triton.next_power_of_2(n))
+    if block > BWD_MAX_BLOCK[op]:
+        return BWD_SPLIT[op]
+    rows, warps, pps, prefetch = _lookup(BWD_TABLE[op], block)
+    return Config(block, rows, warps, programs_per_sm=pps, prefetch=prefetch)
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+CPU_PROGRAMS = 4  # the interpreter has no SMs; a small fixed grid still exercises multi-row programs
+
+
+def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -> tuple[int, int]:
+    """(programs along the rows, rows per program) of the backward grid (times n_blocks columns).
+
+    About programs_per_sm programs per SM in all; rows per program is a multiple of the tile
+    height, and programs = ceil(M / rows per program), so every program owns at least one row.
+    """
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        target = _sm_count(index) * max(1, cfg.programs_per_sm)
+    else:
+        target = CPU_PROGRAMS
+    target = max(1, target // n_blocks)
+    per_prog = max(triton.cdiv(m, target), MIN_ROWS_PER_PROGRAM)
+    per_prog = triton.cdiv(per_prog, cfg.rows) * cfg.rows
+    return triton.cdiv(m, per_prog), per_prog
+
+
+def rows_2d(t: torch.Tensor, n: int) -> torch.Tensor:
+    """(M, N) view of ``t`` whose last dim is contiguous; copies only when no such view exists.
+
+    A row stride other than N (``big[:, :N]``, or (B, T, W)[..., :N]) is kept as is.
+    """
+    t2 = t.reshape(-1, n)
+    if n > 1 and t2.stride(1) != 1:
+        t2 = t2.contiguous()
+    return t2
+
+
+def check_dtype(t: torch.Tensor, what: str) -> None:
+    if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(f"{what} must be float32, bfloat16 or float16, got {t.dtype}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Device helpers shared by both ops
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def tile(BASE, rows, cols, stride):
+    """Pointers to the (rows x cols) tile of a row-major matrix whose rows are ``stride`` apart."""
+    return BASE + rows[:, None] * stride + cols[None, :]
+
+
+@triton.jit
+def div_rn(a, b):
+    """IEEE-rounded a / b, b broadcast to a's fp32 shape (tl.div_rn takes neither scalars nor
+    mixed shapes in compiled Triton)."""
+    return tl.div_rn(a, tl.zeros_like(a) + b)
+
+
+@triton.jit
+def rsqrt_rn(v):
+    """1 / sqrt(v) from IEEE sqrt and division: one rstd per row, so their cost is nothing, and
+    rstd stays within ~1 ulp (the fast rsqrt.approx is a few)."""
+    return tl.div_rn(tl.zeros_like(v) + 1.0, tl.sqrt_rn(v))
+
+
+@triton.jit
+def add_round_once(x, r, ODD: tl.constexpr):
+    """x + r in fp32, ready to be rounded once to the input dtype.
+
+    With ODD (x is bf16/fp16 and the residual has another dtype) the fp32 sum is rounded to odd:
+    an exact TwoSum gives the rounding error, and an inexact even result is moved one ULP towards
+    the exact value. Rounding a round-to-odd value with >= 2 spare bits to the narrower dtype is
+    the same as rounding the exact sum once (fp32 has 24 bits, bf16/fp16 8/11), so h is correctly
+    rounded even when, e.g., an fp32 residual sits exactly on a bf16 midpoint.
+    """
+    s = x + r
+    if ODD:
+        bb = s - x
+        err = (x - (s - bb)) + (r - bb)
+        bits = s.to(tl.int32, bitcast=True)
+        fix = (err != 0.0) & ((bits & 1) == 0)
+        # sign-magnitude: +1 on the bits moves away from zero, -1 towards it
+        step = tl.where((err > 0.0) == (s > 0.0), 1, -1)
+        s = tl.where(fix, bits + step, bits).to(tl.float32, bitcast=True)
+    return s
+
+
+@triton.jit
+def _colsum(PART, OUT, P, N, cols, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    # Fixed order: slot i of the accumulator takes partials i, i+BLOCK_P, ... in sequence, then
+    # one tree over the slots. It depends on P only, never on timing.
+    acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    cmask = cols < N
+    for p0 in range(0, P, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        ptr = PART + p.to(tl.int64)[:, None] * N + cols[None, :]
+        acc += tl.load(ptr, mask=(p < P)[:, None] & cmask[None, :], other=0.0)
+    tl.store(OUT + cols, tl.sum(acc, axis=0).to(OUT.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _sum_partials(PART0, PART1, OUT0, OUT1, P, N, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    if tl.program_id(1) == 0:
+        _colsum(PART0, OUT0, P, N, cols, BLOCK_P, BLOCK_C)
+    else:
+        _colsum(PART1, OUT1, P, N, cols, BLOCK_P, BLOCK_C)
+
+
+def sum_partials(parts: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+    """outs[k] = sum over programs of parts[k] (each (P, N) fp32), cast to outs[k]'s dtype."""
+    p, n = parts[0].shape
+    block_c = 32
+    block_p = 128 if p > 64 else max(16, triton.next_power_of_2(p))
+    grid = (triton.cdiv(n, block_c), len(parts))
+    p1 = parts[-1]
+    o1 = outs[-1]
+    _sum_partials[grid](parts[0], p1, outs[0], o1, p, n, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+
+
+def partial_buffers(
+    m: int, n: int, params: list[torch.Tensor | None], cfg: Config, device: torch.device
+) -> tuple[int, int, list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Grid and dW/dB buffers of a backward launch.
+
+    Returns (programs, rows per program, what the kernel writes, final gradients). With one
+    program along the rows the kernel writes the final gradients (in the parameter's dtype)
+    directly (each column block once); otherwise fp32 partials that ``sum_partials`` reduces.
+    Buffers come from
+    ``torch.empty``: the kernel writes every element of them.
+    """
+    progs, per_prog = num_programs(m, cfg, device, triton.cdiv(n, cfg.block_n))
+    finals = [None if p is None else torch.empty(n, dtype=p.dtype, device=device) for p in params]
+    if progs == 1:
+        return progs, per_prog, list(finals), finals
+    parts = [None if p is None else torch.empty((progs, n), dtype=torch.float32, device=device)
+             for p in params]
+    return progs, per_prog, parts, finals
+
+
+def finish_partials(parts: list[torch.Tensor | None], finals: list[torch.Tensor | None]) -> None:
+    pairs = [(p, f) for p, f in zip(parts, finals, strict=True) if f is not None and p is not f]
+    if pairs:
+        sum_partials([p for p, _ in pairs], [f for _, f in pairs])

@@ -1,0 +1,424 @@
+"""Triton LayerNorm, forward and backward, with an optional fused residual add.
+
+y = (h - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps), var the biased variance, h = x
+(+ residual, rounded once to x's dtype). mean and var are computed in fp32 and stably: two passes
+over the row held in registers, or, for rows longer than a tile, per-chunk mean and M2 (two-pass
+inside the chunk) merged with Chan's formula. A row with a large mean and a tiny spread keeps its
+accuracy either way, which E[h^2] - E[h]^2 would not. y is rounded once, to x's dtype.
+
+Backward (references.py), in fp32 with the mean and rstd saved by the forward:
+dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; dw = sum dy * xhat; db = sum dy.
+See _launch.py for the grid, the dW/dB reduction and why it is deterministic and batch-invariant.
+
+Dtypes: y and h have x's dtype; dx x's, dw/db the parameters', dresidual the residual's.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import triton
+import triton.language as tl
+from torch import nn
+
+from . import _launch as L
+from ._launch import add_round_once, div_rn, rsqrt_rn, tile
+
+
+@triton.jit
+def _fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES: tl.constexpr):
+    """Raw (x, residual) tiles of ``rows``; rows >= M are masked (no memory traffic)."""
+    mask = (rows < M)[:, None] & cmask[None, :]
+    rows = rows.to(tl.int64)  # M * stride may pass 2^31
+    x = tl.load(tile(X, rows, cols, stride_x), mask=mask, other=0.0)
+    if HAS_RES:
+        return x, tl.load(tile(R, rows, cols, stride_r), mask=mask, other=0.0)
+    return x, x
+
+
+@triton.jit
+def _make_h(x, r, H, rows, cols, mask, stride_h, HAS_RES: tl.constexpr, ODD: tl.constexpr):
+    """h in fp32, already rounded to x's dtype; with a residual, h is also stored."""
+    if HAS_RES:
+        h = add_round_once(x.to(tl.float32), r.to(tl.float32), ODD).to(x.dtype)
+        tl.store(tile(H, rows, cols, stride_h), h, mask=mask)
+        return h.to(tl.float32)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _params(W, B, cols, cmask, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    w = 1.0
+    b = 0.0
+    if HAS_W:
+        w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    if HAS_B:
+        b = tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)
+    return w, b
+
+
+@triton.jit
+def _affine(xhat, w, b, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    y = xhat
+    if HAS_W:
+        y = y * w[None, :]
+    if HAS_B:
+        y = y + b[None, :]
+    return y
+
+
+@triton.jit
+def _ln_fwd(
+    X, R, Y, H, W, B, MEAN, RSTD,
+    stride_x, stride_r, stride_y, stride_h,
+    M, N, eps,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
+    STORE_STATS: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One program per tile of ROWS rows."""
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    if LOOPED:  # one tile of rows per program, the row in chunks: statistics first, then y
+        rows = pid * ROWS + tl.arange(0, ROWS)
+        rmask = rows < M
+        r64 = rows.to(tl.int64)
+        mean = tl.zeros([ROWS], dtype=tl.float32)
+        m2 = tl.zeros([ROWS], dtype=tl.float32)
+        for c0 in range(0, N, BLOCK_N):
+            c = c0 + cols
+            cmask = c < N
+            mask = rmask[:, None] & cmask[None, :]
+            x, r = _fetch_x(X, R, rows, M, c, cmask, stride_x, stride_r, HAS_RES)
+            h = _make_h(x, r, H, r64, c, mask, stride_h, HAS_RES, ODD)
+            # Chan et al.: merge (c0 elements, mean, m2) with this chunk's (nb, mb, m2b), each
+            # chunk's m2b two-pass about its own mean: stable for any offset of the row
+            na = c0 * 1.0
+            nb = tl.minimum(N - c0, BLOCK_N) * 1.0
+            mb = tl.sum(h, axis=1) / nb
+            d = tl.where(mask, h - mb[:, None], 0.0)
+            delta = mb - mean
+            mean += delta * (nb / (na + nb))
+            m2 += tl.sum(d * d, axis=1) + delta * delta * (na * nb / (na + nb))
+        rstd = rsqrt_rn(div_rn(m2, N) + eps)
+        for c0 in range(0, N, BLOCK_N):
+            c = c0 + cols
+            cmask = c < N
+            mask = rmask[:, None] & cmask[None, :]
+            if HAS_RES:  # this program's own stores, same thread per element: visible
+                h = tl.load(tile(H, r64, c, stride_h), mask=mask, other=0.0)
+            else:
+                h = tl.load(tile(X, r64, c, stride_x), mask=mask, other=0.0)
+            w, b = _params(W, B, c, cmask, HAS_W, HAS_B)
+            y = _affine((h.to(tl.float32) - mean[:, None]) * rstd[:, None], w, b, HAS_W, HAS_B)
+            tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
+        if STORE_STATS:
+            tl.store(MEAN + r64, mean, mask=rmask)
+            tl.store(RSTD + r64, rstd, mask=rmask)
+    else:  # the row fits one tile
+        rows = pid * ROWS + tl.arange(0, ROWS)
+        cmask = cols < N
+        x, r = _fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES)
+        rmask = rows < M
+        mask = rmask[:, None] & cmask[None, :]
+        r64 = rows.to(tl.int64)
+        h = _make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
+        # two passes over the row in registers: the mean, then the variance about it
+        mean = div_rn(tl.sum(h, axis=1), N)
+        d = tl.where(mask, h - mean[:, None], 0.0)
+        rstd = rsqrt_rn(div_rn(tl.sum(d * d, axis=1), N) + eps)
+        w, b = _params(W, B, cols, cmask, HAS_W, HAS_B)  # only now: see _rms_fwd
+        y = _affine(d * rstd[:, None], w, b, HAS_W, HAS_B)
+        tl.store(tile(Y, r64, cols, stride_y), y.to(Y.dtype.element_ty), mask=mask)
+        if STORE_STATS:
+            tl.store(MEAN + r64, mean, mask=rmask)
+            tl.store(RSTD + r64, rstd, mask=rmask)
+
+
+@triton.jit
+def _add2(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
+def _ln_bwd_dots(
+    DY, H, W, MEAN, RSTD, D, stride_dy, stride_h, M, N,
+    HAS_W: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Split path, step 1: D[k, 0, row], D[k, 1, row] = sums over column chunk k of g and g * xhat."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    k = tl.program_id(1)
+    cols = k * BLOCK_N + tl.arange(0, BLOCK_N)
+    cmask = cols < N
+    rmask = rows < M
+    mask = rmask[:, None] & cmask[None, :]
+    r64 = rows.to(tl.int64)
+    h = tl.load(tile(H, r64, cols, stride_h), mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(tile(DY, r64, cols, stride_dy), mask=mask, other=0.0).to(tl.float32)
+    mean = tl.load(MEAN + r64, mask=rmask, other=0.0)
+    rstd = tl.load(RSTD + r64, mask=rmask, other=0.0)
+    if HAS_W:
+        g = g * tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    # padding has g = 0 (dy loaded as 0), so it adds nothing whatever xhat is there
+    sg, sgx = tl.reduce((g, g * ((h - mean[:, None]) * rstd[:, None])), 1, _add2)
+    tl.store(D + (2 * k) * M + r64, sg, mask=rmask)
+    tl.store(D + (2 * k + 1) * M + r64, sgx, mask=rmask)
+
+
+@triton.jit
+def _fetch_dy(DY, H, MEAN, RSTD, D, rows, row_end, cols, cmask, stride_dy, stride_h, M, n_chunks,
+              SPLIT: tl.constexpr):
+    """Raw h and dy tiles of ``rows``, their mean and rstd and (split path) row sums."""
+    rmask = rows < row_end
+    mask = rmask[:, None] & cmask[None, :]
+    r64 = rows.to(tl.int64)
+    h = tl.load(tile(H, r64, cols, stride_h), mask=mask, other=0.0)
+    dy = tl.load(tile(DY, r64, cols, stride_dy), mask=mask, other=0.0)
+    mean = tl.load(MEAN + r64, mask=rmask, other=0.0)
+    rstd = tl.load(RSTD + r64, mask=rmask, other=0.0)
+    sg = tl.zeros_like(rstd)
+    sgx = tl.zeros_like(rstd)
+    if SPLIT:  # the chunks' partial sums, added in chunk order
+        for k in range(0, n_chunks):
+            sg += tl.load(D + (2 * k) * M + r64, mask=rmask, other=0.0)
+            sgx += tl.load(D + (2 * k + 1) * M + r64, mask=rmask, other=0.0)
+    return h, dy, mean, rstd, sg, sgx
+
+
+@triton.jit
+def _ln_bwd(
+    DY, H, W, MEAN, RSTD, D, DH, DX, DR, DWP, DBP,
+    stride_dy, stride_h, stride_dh, stride_dx, stride_dr,
+    M, N, rows_per_prog, n_chunks,
+    HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, HAS_DH: tl.constexpr,
+    HAS_DR: tl.constexpr, SPLIT: tl.constexpr, PREFETCH: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Program (p, j): rows [p*k, (p+1)*k) x column block j; see _rms_bwd."""
+    pid = tl.program_id(0)
+    row_start = pid * rows_per_prog
+    row_end = tl.minimum(row_start + rows_per_prog, M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cmask = cols < N
+    w = 1.0
+    if HAS_W:
+        w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    dw = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+    db = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+    if PREFETCH:
+        h_n, dy_n, mean_n, rstd_n, sg_n, sgx_n = _fetch_dy(
+            DY, H, MEAN, RSTD, D, row_start + tl.arange(0, ROWS), row_end, cols, cmask, stride_dy, stride_h,
+            M, n_chunks, SPLIT)
+    for r0 in range(row_start, row_end, ROWS):
+        rows = r0 + tl.arange(0, ROWS)
+        if PREFETCH:  # the next tile's loads are in flight during this tile's reductions
+            h, dy, mean, rstd, sg, sgx = h_n, dy_n, mean_n, rstd_n, sg_n, sgx_n
+            h_n, dy_n, mean_n, rstd_n, sg_n, sgx_n = _fetch_dy(
+                DY, H, MEAN, RSTD, D, rows + ROWS, row_end, cols, cmask, stride_dy, stride_h, M, n_chunks,
+                SPLIT)
+        else:
+            h, dy, mean, rstd, sg, sgx = _fetch_dy(DY, H, MEAN, RSTD, D, rows, row_end, cols, cmask,
+                                                   stride_dy, stride_h, M, n_chunks, SPLIT)
+        mask = (rows < row_end)[:, None] & cmask[None, :]
+        r64 = rows.to(tl.int64)
+        dy = dy.to(tl.float32)
+        xhat = (h.to(tl.float32) - mean[:, None]) * rstd[:, None]
+        g = dy
+        if HAS_W:
+            g = dy * w[None, :]
+        if not SPLIT:  # padding has g = 0, so it adds nothing to either sum
+            sg, sgx = tl.reduce((g, g * xhat), 1, _add2)
+        dx = (g - div_rn(sg, N)[:, None] - xhat * div_rn(sgx, N)[:, None]) * rstd[:, None]
+        if HAS_DH:
+            dx += tl.load(tile(DH, r64, cols, stride_dh), mask=mask, other=0.0).to(tl.float32)
+        tl.store(tile(DX, r64, cols, stride_dx), dx.to(DX.dtype.element_ty), mask=mask)
+        if HAS_DR:
+            tl.store(tile(DR, r64, cols, stride_dr), dx.to(DR.dtype.element_ty), mask=mask)
+        if HAS_DW:
+            dw += dy * xhat
+        if HAS_DB:
+            db += dy
+    if HAS_DW:
+        tl.store(DWP + pid.to(tl.int64) * N + cols, tl.sum(dw, axis=0).to(DWP.dtype.element_ty), mask=cmask)
+    if HAS_DB:
+        tl.store(DBP + pid.to(tl.int64) * N + cols, tl.sum(db, axis=0).to(DBP.dtype.element_ty), mask=cmask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------------
+
+
+def _forward(x2, weight, bias, r2, eps, want_stats):
+    m, n = x2.shape
+    dev = x2.device
+    y = torch.empty((m, n), dtype=x2.dtype, device=dev)
+    h = torch.empty((m, n), dtype=x2.dtype, device=dev) if r2 is not None else None
+    mean = torch.empty(m, dtype=torch.float32, device=dev) if want_stats else None
+    rstd = torch.empty(m, dtype=torch.float32, device=dev) if want_stats else None
+    if m == 0:
+        return y, h, mean, rstd
+    cfg = L.fwd_config(n, "ln")
+    _ln_fwd[(triton.cdiv(m, cfg.rows),)](
+        x2, r2 if r2 is not None else x2, y, h if h is not None else y,
+        weight if weight is not None else x2, bias if bias is not None else x2,
+        mean if want_stats else y, rstd if want_stats else y,
+        x2.stride(0), r2.stride(0) if r2 is not None else 0, y.stride(0), h.stride(0) if h is not None else 0,
+        m, n, eps,
+        HAS_W=weight is not None, HAS_B=bias is not None, HAS_RES=r2 is not None,
+        ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
+        STORE_STATS=want_stats, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
+        num_warps=cfg.num_warps,
+    )
+    return y, h, mean, rstd
+
+
+def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtype):
+    m, n = h2.shape
+    dev = h2.device
+    dx = torch.empty((m, n), dtype=h2.dtype, device=dev)
+    dr = None
+    if res_dtype is not None and res_dtype != h2.dtype:
+        dr = torch.empty((m, n), dtype=res_dtype, device=dev)
+    params = [weight if want_dw else None, bias if want_db else None]
+    if m == 0:
+        return dx, dr, [None if p is None else torch.zeros(n, dtype=p.dtype, device=dev) for p in params]
+    cfg = L.bwd_config(n, "ln")
+    n_chunks = triton.cdiv(n, cfg.block_n)
+    w_arg = weight if weight is not None else h2
+    dots = dy2
+    if cfg.split:
+        dots = torch.empty((n_chunks, 2, m), dtype=torch.float32, device=dev)
+        _ln_bwd_dots[(triton.cdiv(m, cfg.dot_rows), n_chunks)](
+            dy2, h2, w_arg, mean, rstd, dots, dy2.stride(0), h2.stride(0), m, n,
+            HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
+        )
+    progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
+    _ln_bwd[(progs, n_chunks)](
+        dy2, h2, w_arg, mean, rstd, dots, dh2 if dh2 is not None else dy2,
+        dx, dr if dr is not None else dx,
+        parts[0] if want_dw else dx, parts[1] if want_db else dx,
+        dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
+        dr.stride(0) if dr is not None else 0,
+        m, n, per_prog, n_chunks,
+        HAS_W=weight is not None, HAS_DW=want_dw, HAS_DB=want_db, HAS_DH=dh2 is not None,
+        HAS_DR=dr is not None, SPLIT=cfg.split, PREFETCH=cfg.prefetch, ROWS=cfg.rows,
+        BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+    )
+    L.finish_partials(parts, finals)
+    return dx, dr, finals
+
+
+class LayerNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual, eps):
+        ctx.set_materialize_grads(False)
+        n = x.shape[-1]
+        x2 = L.rows_2d(x, n)
+        r2 = L.rows_2d(residual, n) if residual is not None else None
+        need_grad = any(ctx.needs_input_grad[:4])
+        y, h, mean, rstd = _forward(x2, weight, bias, r2, eps, need_grad)
+        if need_grad:
+            ctx.save_for_backward(h if h is not None else x2, weight, bias, mean, rstd)
+        ctx.shape = x.shape
+        ctx.res_dtype = residual.dtype if residual is not None else None
+        if h is None:
+            return y.view(x.shape)
+        return y.view(x.shape), h.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy, dh=None):
+        h2, weight, bias, mean, rstd = ctx.saved_tensors
+        n = h2.shape[1]
+        if dy is None:
+            dy = torch.zeros(ctx.shape, dtype=h2.dtype, device=h2.device)
+        dy2 = L.rows_2d(dy, n)
+        dh2 = L.rows_2d(dh, n) if dh is not None else None
+        want_dw = weight is not None and ctx.needs_input_grad[1]
+        want_db = bias is not None and ctx.needs_input_grad[2]
+        dx, dr, (dw, db) = _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, ctx.res_dtype)
+        dx = dx.view(ctx.shape)
+        dres = None
+        if ctx.res_dtype is not None and ctx.needs_input_grad[3]:
+            dres = dr.view(ctx.shape) if dr is not None else dx
+        return dx, dw, db, dres, None
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float = 1e-5,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """LayerNorm over the last dim of ``x``; returns y, or (y, h) when ``residual`` is given.
+
+    weight and/or bias may be None. y (and h) have x's dtype whatever the parameters' dtype.
+    """
+    L.check_dtype(x, "x")
+    n = x.shape[-1]
+    for t, what in ((weight, "weight"), (bias, "bias")):
+        if t is not None:
+            L.check_dtype(t, what)
+            if t.shape != (n,):
+                raise ValueError(f"{what} must have shape ({n},), got {tuple(t.shape)}")
+    if residual is not None:
+        L.check_dtype(residual, "residual")
+        if residual.shape != x.shape:
+            raise ValueError(f"residual shape {tuple(residual.shape)} != x shape {tuple(x.shape)}")
+    return LayerNormFunction.apply(x, weight, bias, residual, float(eps))
+
+
+class LayerNorm(nn.Module):
+    """Drop-in for torch.nn.LayerNorm (same arguments, attributes and state_dict keys)."""
+
+    def __init__(
+        self,
+        normalized_shape: int | list[int] | tuple[int, ...] | torch.Size,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        kw = {"device": device, "dtype": dtype}
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **kw))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(self.normalized_shape, **kw))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        k = len(self.normalized_shape)
+        if tuple(x.shape[x.dim() - k:]) != self.normalized_shape:
+            raise ValueError(f"expected trailing shape {self.normalized_shape}, got {tuple(x.shape)}")
+        n = math.prod(self.normalized_shape)
+        lead = x.shape[: x.dim() - k]
+        w = self.weight.reshape(n) if self.weight is not None else None
+        b = self.bias.reshape(n) if self.bias is not None else None
+        r = residual.reshape(*lead, n) if residual is not None else None
+        out = layer_norm(x.reshape(*lead, n), w, b, self.eps, r)
+        if residual is None:
+            return out.view(x.shape)
+        return out[0].view(x.shape), out[1].view(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

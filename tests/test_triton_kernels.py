@@ -1,0 +1,368 @@
+"""Unit tests of our Triton RMSNorm/LayerNorm against the fp64 references.
+
+On a machine without a GPU they run under the Triton interpreter (TRITON_INTERPRET=1, set here
+before the kernels are defined) on small shapes; with a GPU they run there. The bounds are simple
+and deliberately a little loose (the harness derives the tight ones): the interpreter truncates
+fp32 -> bf16 instead of rounding, so one final rounding is allowed 1 ULP here, not 0.5.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+from normgate import dtypes  # noqa: E402
+from normgate.kernels import _launch as L  # noqa: E402
+from normgate.kernels import references as ref  # noqa: E402
+from normgate.kernels.layernorm import LayerNorm, layer_norm  # noqa: E402
+from normgate.kernels.rmsnorm import GemmaRMSNorm, LlamaRMSNorm, RMSNorm, rms_norm  # noqa: E402
+
+F64 = torch.float64
+U32 = 2.0**-24
+DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(shape, dtype, seed, scale=1.0, shift=0.0):
+    t = torch.randn(shape, generator=_gen(seed), dtype=F64) * scale + shift
+    return t.to(dtype).to(DEVICE)
+
+
+def _check(out, exact, mag, n, what, ulps=1.0, k=4.0):
+    """|out - exact| <= ulps * ULP(exact) + k * n * u32 * mag, elementwise."""
+    out64 = out.detach().to(F64).cpu()
+    exact, mag = exact.cpu(), mag.cpu()
+    bound = ulps * dtypes.ulp(exact, out.dtype) + k * n * U32 * mag
+    err = (out64 - exact).abs()
+    bad = ~(err <= bound)
+    assert not bad.any(), f"{what}: {int(bad.sum())} elements out of bound, worst err {err.max():.3g}"
+
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    """Force the looped forward and the split backward (column blocks) at small N."""
+    monkeypatch.setattr(L, "FWD_MAX_BLOCK", 64)
+    monkeypatch.setattr(L, "FWD_LOOP_BLOCK", 32)
+    monkeypatch.setattr(L, "BWD_MAX_BLOCK", {"rms": 64, "ln": 64})
+    split = L.Config(32, 2, 4, programs_per_sm=1, prefetch=True, split=True, dot_rows=2)
+    monkeypatch.setattr(L, "BWD_SPLIT", {"rms": split, "ln": split})
+
+
+@pytest.fixture(params=["default", "flipped"])
+def variant(request, monkeypatch):
+    """The tables as they are, and with every backward prefetch switch flipped (both code paths)."""
+    if request.param == "flipped":
+        table = {op: [(b, r, w, 1, not f) for b, r, w, _, f in rows] for op, rows in L.BWD_TABLE.items()}
+        monkeypatch.setattr(L, "BWD_TABLE", table)
+    return request.param
+
+
+# ----------------------------------------------------------------------------------------------
+# RMSNorm
+# ----------------------------------------------------------------------------------------------
+
+
+def _rms_case(shape, xdt, pdt, casting, offset, seed=0, residual=False, weight=True, x_scale=1.0,
+              backward=True):
+    n = shape[-1]
+    x = _randn(shape, xdt, seed, x_scale).requires_grad_(True)
+    w = _randn((n,), pdt, seed + 1, 0.5, 0.5 - offset).requires_grad_(True) if weight else None
+    r = _randn(shape, xdt, seed + 2, x_scale).requires_grad_(True) if residual else None
+    dy = _randn(shape, xdt, seed + 3)
+    out = rms_norm(x, w, 1e-6, r, casting=casting, offset=offset)
+    y, h = out if residual else (out, None)
+    if backward:
+        y.backward(dy)
+    return x, w, r, dy, y, h
+
+
+def _check_h(h, x, r, xdt):
+    """h = x + residual rounded once; the interpreter truncates bf16 instead (1 ULP)."""
+    exact = x.detach().to(F64).cpu() + r.detach().to(F64).cpu()
+    hk = h.detach().to(F64).cpu()
+    if INTERPRETED and xdt == torch.bfloat16:
+        assert ((hk - exact).abs() <= dtypes.ulp(exact, xdt)).all()
+    else:  # same dtypes here: torch's fp64 -> x dtype conversion is then a single rounding
+        assert torch.equal(hk, exact.to(xdt).to(F64))
+
+
+def _rms_expected(x, w, r, dy, xdt, casting, offset, h=None):
+    """The references on the kernel's own h (checked separately by _check_h)."""
+    n = x.shape[-1]
+    h = (x if h is None else h).detach().to(F64).cpu().reshape(-1, n)
+    w64 = None if w is None else w.detach().to(F64).cpu()
+    y, mag, s = ref.rmsnorm_forward(h, w64, 1e-6, offset)
+    if casting == "llama":  # the variant's own double rounding: round xhat to x's dtype first
+        xr = s.xhat.to(xdt).to(F64)
+        y = xr if w64 is None else xr * (offset + w64)
+    dy64 = dy.to(F64).cpu().reshape(-1, n)
+    dx, dw = ref.rmsnorm_backward(s, w64, dy64, offset, magnitude=False)
+    dxm, dwm = ref.rmsnorm_backward(s, w64, dy64, offset, magnitude=True)
+    return y, mag, dx, dxm, dw, dwm
+
+
+@pytest.mark.parametrize("casting,offset", [("gemma", 0.0), ("gemma", 1.0), ("llama", 0.0), ("none", 0.0)])
+@pytest.mark.parametrize("dt", ["fp32", "bf16", "fp16", "bf16/fp32"])
+def test_rmsnorm_variants(casting, offset, dt, variant):
+    xs, ps = dtypes.split_pair(dt)
+    xdt, pdt = DT[xs], DT[ps]
+    shape = (2, 20, 100)  # 3-D, N not a power of two, several programs in the backward
+    x, w, r, dy, y, _ = _rms_case(shape, xdt, pdt, casting, offset)
+    ye, mag, dx, dxm, dw, dwm = _rms_expected(x, w, r, dy, xdt, casting, offset)
+    assert y.dtype == xdt and x.grad.dtype == xdt and w.grad.dtype == pdt
+    n, m = shape[-1], 40
+    y2 = y.reshape(-1, n)
+    if casting == "none":  # every step in x's dtype
+        u = dtypes.unit_roundoff(xdt)
+        _check(y2, ye, (16 * u / U32 / n) * mag, n, "y")
+    elif casting == "llama":
+        _check(y2, ye, mag * (2.0 ** -dtypes.precision(xdt) / U32 / n), n, "y", ulps=1.0)
+    else:
+        _check(y2, ye, mag, n, "y")
+    _check(x.grad.reshape(-1, n), dx, dxm, n, "dx")
+    _check(w.grad, dw, dwm, m + n, "dw")
+
+
+@pytest.mark.parametrize("looped", [False, True])
+@pytest.mark.parametrize("dt", ["bf16", "bf16/fp32", "fp32"])
+def test_rmsnorm_residual(dt, looped, request, variant):
+    if looped:
+        request.getfixturevalue("small_limits")
+    xs, ps = dtypes.split_pair(dt)
+    xdt, pdt = DT[xs], DT[ps]
+    shape = (37, 150)
+    x, w, r, dy, y, h = _rms_case(shape, xdt, pdt, "gemma", 0.0, residual=True, backward=False)
+    dh = _randn(shape, xdt, 9)
+    torch.autograd.backward([y, h], [dy, dh])
+    _check_h(h, x, r, xdt)
+    ye, mag, dx, dxm, dw, dwm = _rms_expected(x, w, r, dy, xdt, "gemma", 0.0, h)
+    _check(y, ye, mag, 150, "y")
+    dx_tot = dx + dh.to(F64).cpu()
+    mag_tot = dxm + dh.to(F64).cpu().abs()
+    _check(x.grad, dx_tot, mag_tot, 150, "dx")
+    _check(r.grad, dx_tot, mag_tot, 150, "dresidual")
+    _check(w.grad, dw, dwm, 37 + 150, "dw")
+
+
+@pytest.mark.parametrize("casting", ["gemma", "llama"])
+def test_rmsnorm_looped(small_limits, casting):
+    x, w, r, dy, y, _ = _rms_case((9, 200), torch.bfloat16, torch.bfloat16, casting, 0.0)
+    ye, mag, dx, dxm, dw, dwm = _rms_expected(x, w, r, dy, torch.bfloat16, casting, 0.0)
+    _check(y, ye, mag * (2.0**-8 / U32 / 200 if casting == "llama" else 1.0), 200, "y")
+    _check(x.grad, dx, dxm, 200, "dx")
+    _check(w.grad, dw, dwm, 9 + 200, "dw")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (1, 7), (5, 33), (70, 16)])
+def test_rmsnorm_shapes(shape):
+    x, w, r, dy, y, _ = _rms_case(shape, torch.float32, torch.float32, "gemma", 0.0, seed=3)
+    ye, mag, dx, dxm, dw, dwm = _rms_expected(x, w, r, dy, torch.float32, "gemma", 0.0)
+    n = shape[-1]
+    _check(y, ye, mag, n, "y")
+    _check(x.grad, dx, dxm, n, "dx")
+    _check(w.grad, dw, dwm, shape[0] + n, "dw")
+
+
+def test_rmsnorm_no_weight_and_strided_rows():
+    big = _randn((6, 80), torch.bfloat16, 4)
+    x = big[:, :50]  # rows 80 apart: used as is, no copy
+    assert x.stride(0) == 80
+    y = rms_norm(x, None, None, casting="gemma")
+    ye, mag, _ = ref.rmsnorm_forward(x.to(F64).cpu(), None, float(torch.finfo(torch.float32).eps), 0.0)
+    _check(y, ye, mag, 50, "y")
+    big3 = _randn((2, 3, 64), torch.float32, 5)
+    x3 = big3[..., :40].requires_grad_(False)
+    y3 = rms_norm(x3, None, 1e-6, casting="gemma")
+    ye3, mag3, _ = ref.rmsnorm_forward(x3.to(F64).cpu().reshape(-1, 40), None, 1e-6, 0.0)
+    _check(y3.reshape(-1, 40), ye3, mag3, 40, "y 3-D strided")
+
+
+@pytest.mark.parametrize("scale", [1e-4, 300.0])
+def test_rmsnorm_fp16_range(scale):
+    """Squares in fp32: no underflow at 1e-4, no overflow at |x| >= 256 (the Minimind bug)."""
+    x, w, r, dy, y, _ = _rms_case((4, 64), torch.float16, torch.float16, "llama", 0.0, x_scale=scale)
+    ye, mag, dx, dxm, dw, dwm = _rms_expected(x, w, r, dy, torch.float16, "llama", 0.0)
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    _check(y, ye, mag * (2.0**-11 / U32 / 64), 64, "y")
+    _check(x.grad, dx, dxm, 64, "dx")
+
+
+def test_rmsnorm_in_place():
+    x = _randn((8, 32), torch.bfloat16, 6).requires_grad_(True)
+    w = _randn((32,), torch.bfloat16, 7).requires_grad_(True)
+    y = rms_norm(x, w, 1e-6, in_place=True)
+    dy = _randn((8, 32), torch.bfloat16, 8)
+    expected = rms_norm(x, w, 1e-6)
+    (gx_ref,) = torch.autograd.grad(expected, x, dy.clone())
+    (gx,) = torch.autograd.grad(y, x, dy)
+    assert torch.equal(gx, gx_ref)
+    assert gx.data_ptr() == dy.data_ptr()  # documented: dx lives in dy's storage
+
+
+# ----------------------------------------------------------------------------------------------
+# LayerNorm
+# ----------------------------------------------------------------------------------------------
+
+
+def _ln_run(shape, xdt, pdt, seed=0, weight=True, bias=True, residual=False, shift=0.0, spread=1.0):
+    n = shape[-1]
+    x = _randn(shape, xdt, seed, spread, shift).requires_grad_(True)
+    w = _randn((n,), pdt, seed + 1, 0.5, 1.0).requires_grad_(True) if weight else None
+    b = _randn((n,), pdt, seed + 2, 0.1).requires_grad_(True) if bias else None
+    r = _randn(shape, xdt, seed + 3, spread).requires_grad_(True) if residual else None
+    dy = _randn(shape, xdt, seed + 4)
+    out = layer_norm(x, w, b, 1e-5, r)
+    y, h = out if residual else (out, x)
+    y.backward(dy)
+    if residual:
+        _check_h(h, x, r, xdt)
+    h = h.detach().to(F64).cpu().reshape(-1, n)
+    w64 = None if w is None else w.detach().to(F64).cpu()
+    b64 = None if b is None else b.detach().to(F64).cpu()
+    ye, mag, s = ref.layernorm_forward(h, w64, b64, 1e-5)
+    dy64 = dy.to(F64).cpu().reshape(-1, n)
+    dx, dw, db = ref.layernorm_backward(s, w64, dy64, b is not None, magnitude=False)
+    dxm, dwm, dbm = ref.layernorm_backward(s, w64, dy64, b is not None, magnitude=True)
+    m = h.shape[0]
+    _check(y.reshape(-1, n), ye, mag, n, "y")
+    _check(x.grad.reshape(-1, n), dx, dxm, n, "dx")
+    if w is not None:
+        assert w.grad.dtype == pdt
+        _check(w.grad, dw, dwm, m + n, "dw")
+    if b is not None:
+        _check(b.grad, db, dbm, m + n, "db")
+    if r is not None:
+        assert torch.equal(r.grad, x.grad)
+    return y
+
+
+@pytest.mark.parametrize("dt", ["fp32", "bf16", "fp16", "bf16/fp32"])
+@pytest.mark.parametrize("affine", [(True, True), (True, False), (False, False)])
+def test_layernorm_variants(dt, affine, variant):
+    xs, ps = dtypes.split_pair(dt)
+    y = _ln_run((2, 20, 100), DT[xs], DT[ps], weight=affine[0], bias=affine[1])
+    assert y.dtype == DT[xs]
+
+
+@pytest.mark.parametrize("looped", [False, True])
+def test_layernorm_large_mean_residual(looped, request, variant):
+    """A large mean and a small spread (ill-conditioned for E[x^2] - E[x]^2) stays accurate."""
+    if looped:
+        request.getfixturevalue("small_limits")
+    _ln_run((13, 150), torch.float32, torch.float32, shift=1000.0, spread=1e-2)
+    _ln_run((13, 150), torch.bfloat16, torch.float32, residual=True)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (70, 16)])
+def test_layernorm_shapes(shape):
+    _ln_run(shape, torch.float32, torch.float32, seed=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism, batch invariance, fully written buffers, round-once residual, modules
+# ----------------------------------------------------------------------------------------------
+
+
+def _grads(fn, x, params, dy):
+    for p in [x, *params]:
+        p.grad = None
+    fn().backward(dy)
+    return [t.grad.clone() for t in [x, *params]]
+
+
+@pytest.mark.parametrize("op", ["rms", "ln"])
+def test_deterministic_and_poisoned(op, variant):
+    """Bitwise repeatable; dW exactly 0 on all-zero input, with uninitialized memory poisoned."""
+    n = 24
+    w = _randn((n,), torch.float32, 1).requires_grad_(True)
+    b = _randn((n,), torch.float32, 2).requires_grad_(True)
+    params = [w] if op == "rms" else [w, b]
+    old = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        for m in (1, 3, 70):
+            for zero in (False, True):
+                x = torch.zeros((m, n), device=DEVICE) if zero else _randn((m, n), torch.float32, m)
+                x.requires_grad_(True)
+                dy = _randn((m, n), torch.float32, 7)
+
+                def fn(x=x):
+                    return rms_norm(x, w, 1e-6) if op == "rms" else layer_norm(x, w, b, 1e-5)
+
+                first = _grads(fn, x, params, dy)
+                again = _grads(fn, x, params, dy)
+                for a, c in zip(first, again, strict=True):
+                    assert torch.equal(a.view(torch.int32), c.view(torch.int32))
+                if zero:
+                    assert torch.equal(first[1], torch.zeros_like(first[1]))  # dW
+    finally:
+        torch.use_deterministic_algorithms(old[0])
+        torch.utils.deterministic.fill_uninitialized_memory = old[1]
+
+
+@pytest.mark.parametrize("n", [40, 100])  # 100: the split backward
+@pytest.mark.parametrize("op", ["rms", "ln"])
+def test_batch_invariance(op, n, variant, small_limits):
+    """A row's y and dx do not depend on the other rows of the batch (nor on M)."""
+    w = _randn((n,), torch.bfloat16, 1).requires_grad_(True)
+    b = _randn((n,), torch.bfloat16, 2)
+    xb = _randn((37, n), torch.bfloat16, 3)
+    dyb = _randn((37, n), torch.bfloat16, 4)
+
+    def run(rows):
+        x = xb[rows].clone().requires_grad_(True)
+        y = rms_norm(x, w, 1e-6) if op == "rms" else layer_norm(x, w, b, 1e-5)
+        y.backward(dyb[rows])
+        return y.detach(), x.grad
+
+    y_all, dx_all = run(slice(0, 37))
+    for rows in (slice(5, 6), slice(10, 13), slice(20, 37)):
+        y, dx = run(rows)
+        assert torch.equal(y.view(torch.int16), y_all[rows].view(torch.int16))
+        assert torch.equal(dx.view(torch.int16), dx_all[rows].view(torch.int16))
+
+
+def test_residual_rounds_once():
+    """fp16 x plus an fp32 residual on an fp16 midpoint: h must round the exact sum, not the fp32 one."""
+    mid = 1.0 + 2.0**-11  # halfway between fp16 1.0 and 1 + 2^-10
+    x = torch.full((1, 4), 2.0**-24, dtype=torch.float16, device=DEVICE)  # tiny, fp16 subnormal
+    x[0, 2:] *= -1
+    r = torch.tensor([[mid, -mid, mid, -mid]], dtype=torch.float32, device=DEVICE)
+    _, h = rms_norm(x, None, 1e-6, r, casting="gemma")
+    # by hand: torch's fp64 -> fp16 conversion itself rounds twice (through fp32)
+    up = 1.0 + 2.0**-10
+    exact = torch.tensor([[up, -1.0, 1.0, -up]], dtype=torch.float16, device=DEVICE)
+    assert torch.equal(h, exact)
+    _, h2 = layer_norm(x, None, None, 1e-5, r)
+    assert torch.equal(h2, exact)
+
+
+def test_modules():
+    tl_ = LayerNorm(16, bias=False)
+    assert set(tl_.state_dict()) == set(torch.nn.LayerNorm(16, bias=False).state_dict())
+    assert set(LayerNorm(16).state_dict()) == {"weight", "bias"}
+    assert set(RMSNorm(16).state_dict()) == set(torch.nn.RMSNorm(16).state_dict())
+    assert RMSNorm(16, elementwise_affine=False).weight is None
+    llama = LlamaRMSNorm(16, eps=1e-5)
+    assert llama.variance_epsilon == 1e-5 and torch.equal(llama.weight, torch.ones(16))
+    gemma = GemmaRMSNorm(16)
+    assert gemma.eps == 1e-6 and torch.equal(gemma.weight, torch.zeros(16))
+    x = _randn((3, 4, 16), torch.float32, 0)
+    pairs = ((RMSNorm((4, 16)), torch.nn.RMSNorm((4, 16))), (LayerNorm(16), torch.nn.LayerNorm(16)))
+    for mod, refmod in pairs:
+        mod, refmod = mod.to(DEVICE), refmod.to(DEVICE)
+        torch.testing.assert_close(mod(x), refmod(x), rtol=1e-5, atol=1e-5)
+    g = gemma.to(DEVICE)
+    expected = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)) * (1.0 + g.weight)
+    torch.testing.assert_close(g(x), expected, rtol=1e-5, atol=1e-5)
