@@ -68,10 +68,21 @@ def gate(session):
 
 @nox.session(**VENV)
 def bench(session):
-    """Benchmarks on the GPU (pytest-benchmark); skipped without one."""
+    """Benchmarks on the GPU (pytest-benchmark); skipped without one.
+
+    The JSON is named after the GPU (bench/results/nvidia-h100-80gb-hbm3.json), so results from
+    different cards sit side by side and `nox -s report` shows them all."""
     _install(session, "[bench]")
-    session.run("python", "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider",
-                "--benchmark-json", "bench/results/latest.json", *session.posargs)
+    code = ("import re, torch; print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-') "
+            "if torch.cuda.is_available() else 'no-gpu')")
+    name = session.run("python", "-c", code, silent=True).strip().splitlines()[-1]
+    if name == "no-gpu":  # everything skips; write no JSON that a report would pick up
+        session.run("python", "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", *session.posargs)
+        return
+    out = f"bench/results/{name}.json"
+    session.run("python", "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "--benchmark-json", out,
+                *session.posargs)
+    session.run("python", "bench/summarize.py", out)
 
 
 @nox.session(**VENV)
@@ -81,3 +92,13 @@ def zoo(session):
     if _device(session) == "cpu":
         session.env["TRITON_INTERPRET"] = "1"
     session.run("normgate", "zoo", *session.posargs)
+
+
+@nox.session(**VENV)
+def integrations(session):
+    """Third-party kernels and the pytest plugin, with transformers and Liger-Kernel installed."""
+    _install(session, "[test,integrations]")
+    session.env["TRITON_INTERPRET"] = "1"
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_adapt.py",
+                "tests/test_thirdparty.py", "tests/test_plugin.py", "tests/test_entry_points.py",
+                "tests/test_benchmark_integration.py", *session.posargs)

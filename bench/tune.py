@@ -5,7 +5,7 @@
 For each op and N (bf16, M = 16384) it times the forward kernel and the backward kernels (with the
 dW/dB reduction) alone, each captured in a CUDA graph (do_bench median), for every candidate
 config, and prints the best; one JSON line per measurement goes to DIR/tune.jsonl. The winners are
-then written into kernels/_launch.py's tables by hand (see bench/README.md for the last sweep).
+then written into kernels/_launch.py's tables by hand (bench/results/tune-h100.log has the last sweep).
 Before that: accuracy of the forward in ULPs at N = 4096 on the GPU (where bf16 stores round),
 and bitwise repeatability of the backward at full size.
 """

@@ -35,6 +35,9 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'normgate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = importlib.import_module(module)
+    # normgate.adapt is a callable module (the function, with AdaptError beside it), whichever of
+    # `normgate.adapt(...)` or `import normgate.adapt` comes first
+    value = value if name == "adapt" else getattr(value, name)
     globals()[name] = value
     return value

@@ -45,6 +45,9 @@ class Candidate:
     strided: bool = True  # accepts rows whose stride is not N
     eps_none: bool = True  # accepts eps=None (PyTorch's "machine epsilon" default)
     full_range: bool = False  # claims every finite input (e.g. a scaled sum of squares)
+    eps_values: tuple[float | None, ...] | None = None  # the only eps it takes (a module's fixed eps); None: any
+    max_n: int | None = None  # the widest row it takes (a documented limit of the kernel); None: any
+    batch_invariant: bool = True  # claims a row's bits do not depend on the batch (else: observed, not judged)
     triton: bool = False  # its stores are Triton's (rounding differs under the interpreter)
     description: str = ""
     source: str = "builtin"
@@ -58,6 +61,10 @@ class Candidate:
                 _dtypes.split_pair(d)
             except ValueError as e:
                 raise ValueError(f"candidate {self.name!r} declares dtype {d!r}: {e}") from None
+        if self.eps_values is not None and not self.eps_values:
+            raise ValueError(f"candidate {self.name!r} declares eps_values=(): give at least one eps it accepts")
+        if self.max_n is not None and self.max_n < 1:
+            raise ValueError(f"candidate {self.name!r} declares max_n={self.max_n}: it must be at least 1")
         bad = [d for d in self.devices if d not in ("cpu", "cuda")]
         if bad:
             raise ValueError(f"candidate {self.name!r} declares unknown devices {bad}; use 'cpu' and/or 'cuda'")
@@ -78,8 +85,9 @@ _REGISTRY: dict[str, Candidate] = {}
 def register(name: str, fn: Callable | str | None = None, *, op: str, variant: Variant,
              dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16"), devices: tuple[str, ...] = ("cpu", "cuda"),
              backward: bool = True, inplace: bool = False, strided: bool = True, eps_none: bool = True,
-             full_range: bool = False, triton: bool = False, description: str = "",
-             replace: bool = False):
+             full_range: bool = False, eps_values: tuple[float | None, ...] | None = None,
+             max_n: int | None = None, batch_invariant: bool = True, triton: bool = False,
+             description: str = "", replace: bool = False):
     """Register a candidate; usable as ``register(name, fn, ...)`` or as a decorator.
 
     Returns the :class:`Candidate` (or, as a decorator, the function unchanged).
@@ -88,7 +96,8 @@ def register(name: str, fn: Callable | str | None = None, *, op: str, variant: V
     def add(f: Callable | str):
         cand = Candidate(name=name, op=op, variant=variant, fn=f, dtypes=tuple(dtypes), devices=tuple(devices),
                          backward=backward, inplace=inplace, strided=strided, eps_none=eps_none,
-                         full_range=full_range, triton=triton, description=description,
+                         full_range=full_range, eps_values=None if eps_values is None else tuple(eps_values),
+                         max_n=max_n, batch_invariant=batch_invariant, triton=triton, description=description,
                          source=_current_source, loads=tuple(_current_loads))
         add_candidate(cand, replace=replace)
         return cand

@@ -47,13 +47,28 @@ def _prepare(args) -> None:
         try:
             candidates.load_file(path)
         except candidates.LoadError as e:
-            raise UsageError(str(e)) from None
+            raise UsageError(_load_failure(path, e)) from None
         except ValueError as e:
             raise UsageError(f"--load {path}: {e}") from None
     try:
         candidates.registry()
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _load_failure(path: str, e: Exception) -> str:
+    """Why a --load file failed, as its author needs it: the traceback of its own code (and of
+    what it called), without normgate's and importlib's frames around the import."""
+    import traceback
+
+    cause = e.__cause__
+    if cause is None:
+        return str(e)
+    ours = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in traceback.extract_tb(cause.__traceback__)
+              if not f.filename.startswith((ours, "<"))]  # "<frozen ...>", a dataclass's "<string>"
+    text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(cause))
+    return f"--load {path} failed to import (most recent call last):\n{text.rstrip()}"
 
 
 def _split(values) -> list[str]:
@@ -93,11 +108,15 @@ def _select(args):
             if not hits:
                 raise UsageError(f"unknown kernel {pattern!r}; `normgate list` shows the registered ones "
                                  "(your own need --load FILE)")
-            for n in hits:
-                if not reg[n].supports(args.device):
-                    raise UsageError(f"kernel {n!r} runs on {'/'.join(reg[n].devices)} only, not on "
-                                     f"{args.device}; pick another --device or drop it")
-                chosen.append(reg[n])
+            is_glob = any(ch in pattern for ch in "*?[")
+            runnable = [n for n in hits if reg[n].supports(args.device)]
+            if not runnable or not is_glob:
+                # a name asked for by itself must run; a glob takes what this device can run
+                for n in hits:
+                    if not reg[n].supports(args.device):
+                        raise UsageError(f"kernel {n!r} runs on {'/'.join(reg[n].devices)} only, not on "
+                                         f"{args.device}; pick another --device or drop it")
+            chosen += [reg[n] for n in runnable if reg[n] not in chosen]
     else:
         chosen = [c for c in reg.values() if c.supports(args.device)]
     ops = _split(args.ops)
@@ -133,9 +152,10 @@ def cmd_run(args) -> int:
     from . import results
     from .checks import Context, budget
     from .pool import Options, Pool, WorkerSetupError
-    from .runner import Task, interpreter_on, run_task
+    from .runner import DeviceLost, Task, interpreter_on, run_task
 
     pairs, checks = _select(args)
+    _check_limits(args)
     examples = args.examples or (200 if args.device == "cuda" else 30)
     tasks = [Task(c.name, d, ck, budget(ck, examples), args.seed) for c, d in pairs for ck in checks]
     workers = _workers(args)
@@ -150,7 +170,8 @@ def cmd_run(args) -> int:
         try:
             resume_lines = results.read_lines(args.resume, allow_truncated_tail=True)
         except results.ResultsError as e:
-            raise UsageError(str(e)) from None
+            raise UsageError(f"{e}; --resume continues a file whose lines are intact (apart from a cut-off last "
+                             "line): start a new run with --out") from None
         _check_resume_matches(args.resume, resume_lines, device=args.device, seed=args.seed, examples=examples)
         args.out = args.resume
         done = {ln["task"] for ln in resume_lines if ln.get("type") == "task"}
@@ -192,8 +213,12 @@ def cmd_run(args) -> int:
             for task in tasks_todo:
                 progress.event("task_start", {"task": task})
                 t1 = time.monotonic()
-                cases = run_task(task, ctx, emit=lambda ln: (writer.write(ln), progress.event("line", ln)),
-                                 on_case=lambda case, task=task: progress.event("case", {"task": task}))
+                try:
+                    cases = run_task(task, ctx, emit=lambda ln: (writer.write(ln), progress.event("line", ln)),
+                                     on_case=lambda case, task=task: progress.event("case", {"task": task}))
+                except DeviceLost as lost:
+                    # no worker to replace in this process: later tasks fail fast with the same error
+                    cases = lost.cases
                 writer.write({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
                               "dtype": task.dtype, "cases": cases, "status": "done",
                               "elapsed_s": round(time.monotonic() - t1, 3)})
@@ -240,6 +265,13 @@ def cmd_run(args) -> int:
     if interrupted:
         return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
     return 1 if (c["fail"] or c["error"]) else 0
+
+
+def _check_limits(args) -> None:
+    for flag, value in (("--examples", args.examples), ("--timeout", args.timeout),
+                        ("--kernel-timeout", args.kernel_timeout)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{flag} {value:g}: must be greater than 0")
 
 
 def _check_resume_matches(path: str, lines: list[dict], **now) -> None:

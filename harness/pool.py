@@ -44,6 +44,7 @@ class _Worker:
     log: str
     buf: bytes = b""
     ready: bool = False
+    retiring: bool = False  # it left its device unusable: replace it once its task is done
     started: float = field(default_factory=time.monotonic)
     task: Task | None = None
     task_start: float = 0.0
@@ -58,6 +59,16 @@ def _signal_name(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def gpu_for(index: int, gpus: int, visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES of worker ``index``: one of the GPUs this process sees, in turn.
+    Entries of an inherited CUDA_VISIBLE_DEVICES (ids or UUIDs) are kept: ``2,3`` gives the
+    workers GPU 2 and GPU 3, not 0 and 1."""
+    seen = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    if len(seen) >= gpus:
+        return seen[index % gpus]
+    return str(index % gpus)
 
 
 class Pool:
@@ -75,7 +86,7 @@ class Pool:
         env = dict(os.environ)
         env[SUPERVISOR_ENV] = str(os.getpid())  # the worker ends itself if this process dies
         if self.opts.device.startswith("cuda") and self.opts.gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(index % self.opts.gpus)
+            env["CUDA_VISIBLE_DEVICES"] = gpu_for(index, self.opts.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         if self.opts.device == "cpu":
             env.setdefault("TRITON_INTERPRET", "1")
         fd_log, log = tempfile.mkstemp(prefix=f"normgate-worker{index}-", suffix=".log")
@@ -123,10 +134,13 @@ class Pool:
         task = wk.task
         if task is None:
             return
+        from . import candidates
         from .case import Case
         from .runner import replay_command
 
-        line = {"type": "result", "kernel": task.kernel, "op": None, "variant": None, "check": task.check,
+        cand = candidates.registry().get(task.kernel)
+        line = {"type": "result", "kernel": task.kernel, "op": cand.op if cand else None,
+                "variant": cand.variant.key() if cand else None, "check": task.check,
                 "dtype": task.dtype, "regime": None, "case": wk.case, "shape": None, "verdict": "error",
                 "reason": reason, "worst": [], "seq": 10**9, "task": task.id,
                 "duration_s": round(time.monotonic() - (wk.case_start or wk.task_start), 3)}
@@ -236,12 +250,16 @@ class Pool:
         elif kind == "line":
             self.emit(ev["line"])
             self.on_event("line", ev["line"])
+        elif kind == "retire":
+            wk.retiring = True
         elif kind == "done":
             self.emit({"type": "task", "task": ev["task"], "kernel": wk.task.kernel, "check": wk.task.check,
                        "dtype": wk.task.dtype, "cases": ev["cases"], "status": "done",
                        "elapsed_s": round(time.monotonic() - wk.task_start, 3)})
             self.on_event("task_done", {"task": wk.task, "cases": ev["cases"]})
             wk.task, wk.case = None, None
+            if wk.retiring:
+                self._replace(wk, kill=True)
         elif kind == "fatal":
             wk.ready = False
             self._fail_task(wk, ev["reason"])

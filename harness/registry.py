@@ -27,6 +27,7 @@ def load_builtins() -> None:
     for module in BUILTIN_OPS:
         importlib.import_module(module)
     import normgate.kernels.builtins  # noqa: F401  (registers the built-in candidates)
+    import normgate.kernels.thirdparty  # noqa: F401  (Liger-Kernel and transformers, when installed)
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         prev = candidates._current_source

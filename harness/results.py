@@ -99,8 +99,7 @@ def read_lines(path: str | Path, allow_truncated_tail: bool = False) -> list[dic
             last = i == len(raw)
             if allow_truncated_tail and last and not data.endswith(b"\n"):
                 break
-            raise ResultsError(f"{path}:{i}: malformed results line ({e}); "
-                               "the file is damaged: rerun, or --resume to complete it") from None
+            raise ResultsError(f"{path}:{i}: malformed results line ({e})") from None
         lines.append(obj)
     return lines
 

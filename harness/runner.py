@@ -80,14 +80,54 @@ class _Falsified(Exception):
         self.case, self.res = case, res
 
 
+#: what CUDA reports for errors that leave the context unusable: every later call in the process
+#: fails with the same error, so the process (a worker) must be replaced
+STICKY_ERRORS = ("illegal memory access", "illegal address", "device-side assert", "unspecified launch failure",
+                 "misaligned address", "illegal instruction", "uncorrectable ecc", "launch timed out")
+
+
+class DeviceLost(BaseException):
+    """The candidate left the device unusable. A BaseException, so that hypothesis does not shrink
+    on it (every later case in this process would fail the same way, whatever it is) and the
+    error is recorded on the case that caused it."""
+
+    def __init__(self, cases: int):
+        super().__init__(cases)
+        self.cases = cases
+
+
+def device_lost(res: CheckResult, device: str) -> bool:
+    """After an error: is the device still usable in this process?"""
+    if res.verdict != "error":
+        return False
+    if any(s in res.reason.lower() for s in STICKY_ERRORS):
+        return True
+    if device.startswith("cuda"):
+        import torch
+
+        try:
+            torch.cuda.synchronize()
+            torch.ones(1, device=device).add_(1).item()
+        except Exception:  # noqa: BLE001 - any failure here means the context is gone
+            return True
+    return False
+
+
 def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
              on_case: Callable[[Case], None] | None = None) -> int:
-    """Run one task; ``emit`` gets each result line. Returns the number of cases run."""
+    """Run one task; ``emit`` gets each result line. Returns the number of cases run.
+
+    Raises :class:`DeviceLost` (after emitting the case's error line) when a case left the
+    device unusable: the caller must not run anything else in this process on that device."""
     cand = candidates.get(task.kernel)
     op = get_op(cand.op)
     check = checks.ALL[task.check]
     strategy = op.cases(cand, task.dtype, Profile.for_device(ctx.device))
-    state = {"cases": 0, "seq": 0, "first": None, "shrinks": 0, "last": None}
+    state = {"cases": 0, "seq": 0, "first": None, "shrinks": 0, "last": None, "lines": 0}
+
+    def out(line: dict) -> None:
+        state["lines"] += 1
+        emit(line)
 
     def prop(case: Case) -> None:
         if on_case is not None:
@@ -95,6 +135,9 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
         res = check(cand, op, case, ctx)
         if state["first"] is None:
             state["cases"] += 1
+        if device_lost(res, ctx.device):
+            state["last"] = (case, res)
+            raise DeviceLost(state["cases"])
         if res.failed:
             if state["first"] is None:
                 state["first"] = state["cases"]
@@ -103,7 +146,7 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
             state["last"] = (case, res)
             raise _Falsified(case, res)
         if state["first"] is None:
-            emit(result_line(task, cand, case, res, state["seq"], ctx.device))
+            out(result_line(task, cand, case, res, state["seq"], ctx.device))
             state["seq"] += 1
 
     test = settings(max_examples=task.examples, database=None, deadline=None, print_blob=False,
@@ -121,15 +164,25 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
     try:
         test()
     except _Falsified as f:
-        emit(fail_line(f.case, f.res))
+        out(fail_line(f.case, f.res))
     except Flaky:
         if state["last"] is not None:
-            emit(fail_line(*state["last"], flaky=True))
+            out(fail_line(*state["last"], flaky=True))
+    except DeviceLost:
+        case, res = state["last"]
+        res.reason += ("; the device was unusable after this case (a sticky device error), so the rest of this "
+                       "task did not run")
+        out(fail_line(case, res))
+        raise
     except Exception as e:  # noqa: BLE001 - a harness-side error is still a result, never a lost run
-        dummy = Case(cand.op, (1, 1), task.dtype)
-        emit(result_line(task, cand, dummy, CheckResult("error", f"harness error: {e!r}",
-                                                         duration_s=time.perf_counter() - t0),
-                         state["seq"], ctx.device))
+        out(result_line(task, cand, Case(cand.op, (1, 1), task.dtype),
+                        CheckResult("error", f"harness error: {e!r}", duration_s=time.perf_counter() - t0),
+                        state["seq"], ctx.device))
+    if not state["lines"]:
+        # fail closed: a task that checked nothing says so, rather than leaving no trace
+        out(result_line(task, cand, Case(cand.op, (1, 1), task.dtype),
+                        CheckResult("skip", "no case could be generated for this kernel, dtype and check"),
+                        state["seq"], ctx.device))
     return state["cases"]
 
 

@@ -78,10 +78,11 @@ def bound(exp: Expected, rounding: float) -> torch.Tensor:
 
 def compare(name: str, got: torch.Tensor, exp: Expected, rounding: float, worst_k: int = 3) -> Comparison:
     """Compare a candidate's tensor with the reference, element by element, under the bound."""
+    # Everything stays where the reference is (the GPU on a GPU run): dozens of elementwise passes
+    # over tens of millions of float64 elements cost seconds on one CPU thread, microseconds there.
     ref = exp.value
-    g = got.detach().to(torch.float64).cpu().reshape(ref.shape)
-    ref = ref.cpu()
-    b = bound(exp, rounding).cpu().expand_as(ref)
+    g = got.detach().to(device=ref.device, dtype=torch.float64).reshape(ref.shape)
+    b = bound(exp, rounding).to(ref.device).expand_as(ref)
     # Overflow: values at or past T = max + ulp(max)/2 round to infinity. Where the reference is
     # past T, the right infinity is exact; elsewhere an infinity counts as T, so a result within
     # the bound of the edge may land on either side of it.
@@ -95,7 +96,7 @@ def compare(name: str, got: torch.Tensor, exp: Expected, rounding: float, worst_
     err = torch.where(finite_ref, err, torch.where((g == ref) | (g.isnan() & ref.isnan()), 0.0, float("inf")))
     err = torch.nan_to_num(err, nan=float("inf"))
     if exp.defined is not None:
-        err = torch.where(exp.defined.cpu().expand_as(err), err, 0.0)
+        err = torch.where(exp.defined.to(err.device).expand_as(err), err, 0.0)
     u = dtypes.ulp(ref.where(finite_ref, torch.zeros_like(ref)), exp.dtype)
     err_ulp = err / u
     ratio = torch.where(b > 0, err / b, torch.where(err > 0, float("inf"), 0.0))
@@ -105,7 +106,7 @@ def compare(name: str, got: torch.Tensor, exp: Expected, rounding: float, worst_
     flat = ratio.reshape(-1)
     top = torch.topk(flat, min(worst_k, flat.numel())).indices
     worst = []
-    for i in top.tolist():
+    for i in top.tolist():  # a few scalars: .item() per element is fine here
         idx = list(torch.unravel_index(torch.tensor(i), ratio.shape))
         worst.append({"output": name, "index": [int(j) for j in idx],
                       "expected": _r(float(ref.reshape(-1)[i])), "got": _r(float(g.reshape(-1)[i])),

@@ -2,7 +2,8 @@
 
 Reads tasks (JSON lines) on stdin, runs each in this process, and writes events (JSON lines) to
 the file descriptor FD: ``ready``, ``case`` (before each case, so the supervisor knows where a
-crash or hang happened), ``line`` (a result line), ``done``, or ``fatal``.
+crash or hang happened), ``line`` (a result line), ``done``, ``fatal``, or ``retire`` (sent before
+the ``done`` of a task that left the device unusable; the worker then exits and is replaced).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def pin_generation() -> None:
     ``--workers 0``, with each --load file, and between an editable and a regular install, so one
     seed gave different cases in each. There is no public switch; hypothesis's module-level hook
     is replaced with one that finds no local constants. If a later hypothesis renames it, this
-    does nothing and tests/test_isolation.py (``--workers 0`` against ``--workers 1``) fails."""
+    does nothing and tests/test_workers.py (``--workers 0`` against 1 and 3) fails."""
     try:
         from hypothesis.internal.conjecture import providers
         from hypothesis.internal.constants_ast import Constants
@@ -87,7 +88,7 @@ def main() -> None:
 
     from . import candidates
     from .checks import Context
-    from .runner import Task, interpreter_on, process_setup, run_task
+    from .runner import DeviceLost, Task, interpreter_on, process_setup, run_task
 
     process_setup(device, threads=1 if device == "cpu" else None)
     pin_generation()
@@ -104,8 +105,14 @@ def main() -> None:
         if not raw.strip():
             continue
         task = Task(**json.loads(raw))
-        cases = run_task(task, ctx, emit=lambda line: send({"event": "line", "line": line}),
-                         on_case=lambda case: send({"event": "case", "case": case.key()}))
+        try:
+            cases = run_task(task, ctx, emit=lambda line: send({"event": "line", "line": line}),
+                             on_case=lambda case: send({"event": "case", "case": case.key()}))
+        except DeviceLost as lost:
+            send({"event": "retire"})
+            send({"event": "done", "task": task.id, "cases": lost.cases})
+            out.close()
+            os._exit(0)  # no teardown: a poisoned CUDA context can hang or crash in it
         send({"event": "done", "task": task.id, "cases": cases})
 
 

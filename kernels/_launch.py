@@ -41,7 +41,7 @@ FWD_LOOP_WARPS = 16
 # holds dW and dB accumulators, so it spills (~250 GB/s) at 16384 where RMSNorm does not.
 BWD_MAX_BLOCK = {"rms": 16384, "ln": 8192}
 # A backward program takes at least this many rows. Measured at N = 4096, M = 32/128: more rows per
-# program (fewer partials to reduce) lost to the lost parallelism: 1 is best (bench/README.md).
+# program (fewer partials to reduce) lost to the lost parallelism: 1 is best (bench/results/tune-h100.log).
 MIN_ROWS_PER_PROGRAM = 1
 
 
@@ -58,7 +58,7 @@ class Config:
     dot_warps: int = 8  # split path, first kernel: num_warps
 
 
-# Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/README.md has the sweep).
+# Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/results/tune-h100.log has the last sweep).
 # Forward, one program per row tile: (block_n bound, rows, num_warps).
 FWD_TABLE: dict[str, list[tuple]] = {
     "rms": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 1, 8), (4096, 2, 8), (8192, 1, 16),
@@ -170,6 +170,57 @@ def rsqrt_rn(v):
     """1 / sqrt(v) from IEEE sqrt and division: one rstd per row, so their cost is nothing, and
     rstd stays within ~1 ulp (the fast rsqrt.approx is a few)."""
     return tl.div_rn(tl.zeros_like(v) + 1.0, tl.sqrt_rn(v))
+
+
+@triton.jit
+def rnd(v, DT: tl.constexpr):
+    """fp32 ``v`` rounded to nearest even in ``DT``, returned as fp32.
+
+    For the roundings a variant mandates on the way (h, llama's xhat, every step of ``none``): y
+    must be computed from exactly the h that is returned, correctly rounded on every backend. The
+    Triton interpreter truncates fp32 -> bf16 casts, so bf16 is rounded on the bits (the cast
+    that follows is exact); on the GPU this costs a few integer ops of a memory-bound kernel.
+    """
+    if DT == tl.bfloat16:
+        bits = v.to(tl.int32, bitcast=True)
+        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & -65536
+        return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
+    elif DT == tl.float16:
+        return v.to(tl.float16).to(tl.float32)
+    else:
+        return v
+
+
+@triton.jit
+def narrow(v, DT: tl.constexpr):
+    """``rnd(v, DT)`` as a ``DT`` tensor. bf16 is made from the bits: the interpreter's cast is
+    wrong on subnormals even where the value is exact."""
+    if DT == tl.bfloat16:
+        bits = rnd(v, DT).to(tl.int32, bitcast=True)
+        return (bits >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    else:
+        return v.to(DT)
+
+
+@triton.jit
+def fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES: tl.constexpr):
+    """Raw (x, residual) tiles of ``rows``; rows >= M are masked (no memory traffic)."""
+    mask = (rows < M)[:, None] & cmask[None, :]
+    rows = rows.to(tl.int64)  # M * stride may pass 2^31
+    x = tl.load(tile(X, rows, cols, stride_x), mask=mask, other=0.0)
+    if HAS_RES:
+        return x, tl.load(tile(R, rows, cols, stride_r), mask=mask, other=0.0)
+    return x, x
+
+
+@triton.jit
+def make_h(x, r, H, rows, cols, mask, stride_h, HAS_RES: tl.constexpr, ODD: tl.constexpr):
+    """h in fp32, already rounded to x's dtype; with a residual, h is also stored."""
+    if HAS_RES:
+        h = rnd(add_round_once(x.to(tl.float32), r.to(tl.float32), ODD), x.dtype)
+        tl.store(tile(H, rows, cols, stride_h), narrow(h, x.dtype), mask=mask)
+        return h
+    return x.to(tl.float32)
 
 
 @triton.jit

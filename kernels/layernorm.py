@@ -24,28 +24,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import add_round_once, div_rn, rsqrt_rn, tile
-
-
-@triton.jit
-def _fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES: tl.constexpr):
-    """Raw (x, residual) tiles of ``rows``; rows >= M are masked (no memory traffic)."""
-    mask = (rows < M)[:, None] & cmask[None, :]
-    rows = rows.to(tl.int64)  # M * stride may pass 2^31
-    x = tl.load(tile(X, rows, cols, stride_x), mask=mask, other=0.0)
-    if HAS_RES:
-        return x, tl.load(tile(R, rows, cols, stride_r), mask=mask, other=0.0)
-    return x, x
-
-
-@triton.jit
-def _make_h(x, r, H, rows, cols, mask, stride_h, HAS_RES: tl.constexpr, ODD: tl.constexpr):
-    """h in fp32, already rounded to x's dtype; with a residual, h is also stored."""
-    if HAS_RES:
-        h = add_round_once(x.to(tl.float32), r.to(tl.float32), ODD).to(x.dtype)
-        tl.store(tile(H, rows, cols, stride_h), h, mask=mask)
-        return h.to(tl.float32)
-    return x.to(tl.float32)
+from ._launch import div_rn, fetch_x, make_h, rsqrt_rn, tile
 
 
 @triton.jit
@@ -90,8 +69,8 @@ def _ln_fwd(
             c = c0 + cols
             cmask = c < N
             mask = rmask[:, None] & cmask[None, :]
-            x, r = _fetch_x(X, R, rows, M, c, cmask, stride_x, stride_r, HAS_RES)
-            h = _make_h(x, r, H, r64, c, mask, stride_h, HAS_RES, ODD)
+            x, r = fetch_x(X, R, rows, M, c, cmask, stride_x, stride_r, HAS_RES)
+            h = make_h(x, r, H, r64, c, mask, stride_h, HAS_RES, ODD)
             # Chan et al.: merge (c0 elements, mean, m2) with this chunk's (nb, mb, m2b), each
             # chunk's m2b two-pass about its own mean: stable for any offset of the row
             na = c0 * 1.0
@@ -119,11 +98,11 @@ def _ln_fwd(
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
         cmask = cols < N
-        x, r = _fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES)
+        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES)
         rmask = rows < M
         mask = rmask[:, None] & cmask[None, :]
         r64 = rows.to(tl.int64)
-        h = _make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
+        h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         # two passes over the row in registers: the mean, then the variance about it
         mean = div_rn(tl.sum(h, axis=1), N)
         d = tl.where(mask, h - mean[:, None], 0.0)
@@ -134,11 +113,6 @@ def _ln_fwd(
         if STORE_STATS:
             tl.store(MEAN + r64, mean, mask=rmask)
             tl.store(RSTD + r64, rstd, mask=rmask)
-
-
-@triton.jit
-def _add2(a0, a1, b0, b1):
-    return a0 + b0, a1 + b1
 
 
 @triton.jit
@@ -161,7 +135,8 @@ def _ln_bwd_dots(
     if HAS_W:
         g = g * tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     # padding has g = 0 (dy loaded as 0), so it adds nothing whatever xhat is there
-    sg, sgx = tl.reduce((g, g * ((h - mean[:, None]) * rstd[:, None])), 1, _add2)
+    sg = tl.sum(g, axis=1)
+    sgx = tl.sum(g * ((h - mean[:, None]) * rstd[:, None]), axis=1)
     tl.store(D + (2 * k) * M + r64, sg, mask=rmask)
     tl.store(D + (2 * k + 1) * M + r64, sgx, mask=rmask)
 
@@ -228,7 +203,8 @@ def _ln_bwd(
         if HAS_W:
             g = dy * w[None, :]
         if not SPLIT:  # padding has g = 0, so it adds nothing to either sum
-            sg, sgx = tl.reduce((g, g * xhat), 1, _add2)
+            sg = tl.sum(g, axis=1)
+            sgx = tl.sum(g * xhat, axis=1)
         dx = (g - div_rn(sg, N)[:, None] - xhat * div_rn(sgx, N)[:, None]) * rstd[:, None]
         if HAS_DH:
             dx += tl.load(tile(DH, r64, cols, stride_dh), mask=mask, other=0.0).to(tl.float32)
@@ -349,12 +325,13 @@ def layer_norm(
     x: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
-    eps: float = 1e-5,
+    eps: float | None = 1e-5,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """LayerNorm over the last dim of ``x``; returns y, or (y, h) when ``residual`` is given.
 
     weight and/or bias may be None. y (and h) have x's dtype whatever the parameters' dtype.
+    eps=None is float32's machine epsilon, as for RMSNorm (the statistics are float32).
     """
     L.check_dtype(x, "x")
     n = x.shape[-1]
@@ -367,6 +344,8 @@ def layer_norm(
         L.check_dtype(residual, "residual")
         if residual.shape != x.shape:
             raise ValueError(f"residual shape {tuple(residual.shape)} != x shape {tuple(x.shape)}")
+    if eps is None:
+        eps = float(torch.finfo(torch.float32).eps)
     return LayerNormFunction.apply(x, weight, bias, residual, float(eps))
 
 

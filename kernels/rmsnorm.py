@@ -31,7 +31,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import add_round_once, div_rn, rsqrt_rn, tile
+from ._launch import div_rn, fetch_x, make_h, rnd, rsqrt_rn, tile
 
 _CASTING = {"llama": 0, "gemma": 1, "none": 2}
 LLAMA: tl.constexpr = tl.constexpr(0)
@@ -40,32 +40,11 @@ NONE: tl.constexpr = tl.constexpr(2)
 
 
 @triton.jit
-def _fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES: tl.constexpr):
-    """Raw (x, residual) tiles of ``rows``; rows >= M are masked (no memory traffic)."""
-    mask = (rows < M)[:, None] & cmask[None, :]
-    rows = rows.to(tl.int64)  # M * stride may pass 2^31
-    x = tl.load(tile(X, rows, cols, stride_x), mask=mask, other=0.0)
-    if HAS_RES:
-        return x, tl.load(tile(R, rows, cols, stride_r), mask=mask, other=0.0)
-    return x, x
-
-
-@triton.jit
-def _make_h(x, r, H, rows, cols, mask, stride_h, HAS_RES: tl.constexpr, ODD: tl.constexpr):
-    """h in fp32, already rounded to x's dtype; with a residual, h is also stored."""
-    if HAS_RES:
-        h = add_round_once(x.to(tl.float32), r.to(tl.float32), ODD).to(x.dtype)
-        tl.store(tile(H, rows, cols, stride_h), h, mask=mask)
-        return h.to(tl.float32)
-    return x.to(tl.float32)
-
-
-@triton.jit
 def _sums(h, CASTING: tl.constexpr, XDT: tl.constexpr):
     """Row sums of the squares: fp32 squares, and for ``none`` also squares rounded to x's dtype."""
     sq = h * h
     if CASTING == NONE:
-        return tl.sum(sq, axis=1), tl.sum(sq.to(XDT).to(tl.float32), axis=1)
+        return tl.sum(sq, axis=1), tl.sum(rnd(sq, XDT), axis=1)
     return tl.sum(sq, axis=1), tl.sum(sq, axis=1)
 
 
@@ -75,9 +54,9 @@ def _rstd(sumsq, sumsq_x, N, eps, CASTING: tl.constexpr, XDT: tl.constexpr):
     rstd = rsqrt_rn(div_rn(sumsq, N) + eps)
     if CASTING == NONE:
         # x's dtype throughout: the mean, eps, their sum and rstd are each rounded to it
-        eps_x = (tl.zeros_like(sumsq) + eps).to(XDT).to(tl.float32)
-        v = (div_rn(sumsq_x, N).to(XDT).to(tl.float32) + eps_x).to(XDT).to(tl.float32)
-        return rsqrt_rn(v).to(XDT).to(tl.float32), rstd
+        eps_x = rnd(tl.zeros_like(sumsq) + eps, XDT)
+        v = rnd(rnd(div_rn(sumsq_x, N), XDT) + eps_x, XDT)
+        return rnd(rsqrt_rn(v), XDT), rstd
     return rstd, rstd
 
 
@@ -85,7 +64,7 @@ def _rstd(sumsq, sumsq_x, N, eps, CASTING: tl.constexpr, XDT: tl.constexpr):
 def _weight(W, cols, cmask, offset, CASTING: tl.constexpr, XDT: tl.constexpr):
     w = offset + tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
     if CASTING == NONE:
-        w = w.to(XDT).to(tl.float32)
+        w = rnd(w, XDT)
     return w
 
 
@@ -93,7 +72,7 @@ def _weight(W, cols, cmask, offset, CASTING: tl.constexpr, XDT: tl.constexpr):
 def _apply(h, rstd, w, CASTING: tl.constexpr, HAS_W: tl.constexpr, XDT: tl.constexpr):
     xhat = h * rstd[:, None]
     if CASTING != GEMMA:
-        xhat = xhat.to(XDT).to(tl.float32)  # llama and none round xhat to x's dtype
+        xhat = rnd(xhat, XDT)  # llama and none round xhat to x's dtype
     if HAS_W:
         return xhat * w[None, :]
     return xhat
@@ -118,9 +97,9 @@ def _rms_fwd(
         sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
         for c0 in range(0, N, BLOCK_N):
             c = c0 + cols
-            x, r = _fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES)
+            x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES)
             mask = rmask[:, None] & (c < N)[None, :]
-            h = _make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
+            h = make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
             s, s_x = _sums(h, CASTING, XDT)
             sumsq += s
             sumsq_x += s_x
@@ -146,11 +125,11 @@ def _rms_fwd(
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
         cmask = cols < N
-        x, r = _fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES)
+        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES)
         rmask = rows < M
         mask = rmask[:, None] & cmask[None, :]
         r64 = rows.to(tl.int64)
-        h = _make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
+        h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         s, s_x = _sums(h, CASTING, XDT)
         rstd, rstd_bwd = _rstd(s, s_x, N, eps, CASTING, XDT)
         # the weight is loaded only now: held across the reductions it would cost registers

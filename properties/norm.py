@@ -208,6 +208,8 @@ class NormOp(Op):
         @st.composite
         def draw_case(draw) -> Case:
             shape = draw(S.shapes(profile))
+            if candidate.max_n is not None and shape[-1] > candidate.max_n:
+                shape = (*shape[:-1], candidate.max_n)  # a clamp, not a filter: shrinking is unchanged
             probe = Case(self.name, shape, dtype)
             regimes = S.X_REGIMES
             if not candidate.full_range and self.edges(variant, probe, False)[1] is not None:
@@ -217,7 +219,8 @@ class NormOp(Op):
                 x=draw(st.sampled_from(regimes)),
                 dy=draw(st.sampled_from(S.DY_REGIMES)) if candidate.backward else "normal",
                 w=draw(st.sampled_from(S.W_REGIMES)) if self.params(variant) else "normal",
-                eps=draw(S.eps_values(candidate.eps_none)),
+                eps=draw(st.sampled_from(candidate.eps_values) if candidate.eps_values is not None
+                         else S.eps_values(candidate.eps_none)),
                 layout=draw(st.sampled_from(layouts)),
                 seed=draw(st.integers(0, 2**31 - 1)),
             )

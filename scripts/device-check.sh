@@ -14,7 +14,9 @@ fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 normgate list --device cuda > "$out/kernels.txt"
 start=$(date +%s)
-normgate run --device cuda --examples "$examples" --out "$out/gpu-results.jsonl" "$@" 2> "$out/run.log"
+# LIMIT (seconds) stops the run with SIGTERM: it ends as an interrupted run whose results stay valid
+# and resumable (normgate run --resume), instead of being lost to an outer timeout.
+timeout -s TERM "${LIMIT:-0}" normgate run --device cuda --examples "$examples" --out "$out/gpu-results.jsonl" "$@" 2> "$out/run.log"
 rc=$?
 end=$(date +%s)
 tail -25 "$out/run.log"
@@ -29,4 +31,5 @@ for name, n in sorted(k.items()):
     bad = sum(1 for l in res if l["kernel"] == name and l["verdict"] in ("fail", "error"))
     print(f"  {name:34s} {n:6d} cases {bad:4d} fail/error")
 PY
+gzip -k "$out/gpu-results.jsonl"
 exit $rc

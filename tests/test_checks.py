@@ -118,6 +118,16 @@ def test_batch_invariance_catches_batch_dependent_reduction():
     assert checks.batch_invariance(CORRECT, RMS, c, CTX).verdict == "pass"
 
 
+def test_batch_invariance_not_claimed_is_reported_not_judged():
+    c = case(shape=(8, 4096), seed=0)  # rows 0..0 alone take the other reduction, and its bits differ here
+    variant_claimed = cand(chunked_by_batch, backward=False)
+    not_claimed = cand(chunked_by_batch, backward=False, batch_invariant=False)
+    assert checks.batch_invariance(variant_claimed, RMS, c, CTX).verdict == "fail"
+    res = checks.batch_invariance(not_claimed, RMS, c, CTX)
+    assert res.verdict == "skip" and res.reason.startswith("not claimed") and "differs bitwise" in res.reason
+    assert checks.batch_invariance(cand(B.torch_rms_norm, batch_invariant=False), RMS, c, CTX).verdict == "pass"
+
+
 def test_contract_catches_in_place_input_writes_and_wrong_shapes():
     def clobbers_x(x, w, eps):
         y = B.torch_rms_norm(x, w, eps)

@@ -59,3 +59,15 @@ def test_replay_prints_both_tensors_worst_elements():
     for name in ("y:", "dx:", "dweight:"):
         assert name in proc.stdout
     assert "expected" in proc.stdout and "got" in proc.stdout
+
+
+def test_a_glob_takes_what_the_device_runs_a_name_must_run(tmp_path):
+    out = tmp_path / "r.jsonl"
+    # torch_layer_norm and torch_layer_norm_plain are CUDA-only; torch_layer_norm_fp32 runs on the CPU
+    proc = normgate_cli("run", "--kernels", "torch_layer_norm*", "--checks", "contract", "--examples", "1",
+                        "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    kernels = {json.loads(ln)["kernel"] for ln in out.read_text().splitlines() if '"type": "task"' in ln}
+    assert kernels == {"torch_layer_norm_fp32"}
+    proc = normgate_cli("run", "--kernels", "torch_layer_norm", "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 2 and "runs on cuda only" in proc.stderr
