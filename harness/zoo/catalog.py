@@ -1,0 +1,208 @@
+"""The zoo: correct candidates and mutants, each mutant one plausible mistake in a correct kernel.
+
+A mutant claims exactly what its correct kernel (its ``base``) claims: op, variant, dtypes, layouts.
+Mistakes inside a kernel are compile-time switches of the zoo's Triton kernels; mistakes in a
+wrapper are small plain-PyTorch functions over the zoo's eager implementation (``eager.py``).
+
+A mutant that no check can tell apart from its base on some device (the same bits, or a difference
+the variant's own definition allows) says so in ``equivalent``: it is still run and shown, but not
+counted in the kill rate there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from normgate import candidates
+from normgate.properties.layernorm import LayerNormVariant
+from normgate.properties.rmsnorm import RMSNormVariant
+
+from . import eager as E
+
+DTYPES = ("fp32", "bf16", "fp16", "bf16/fp32")
+PREFIX_CORRECT = "zoo_"
+PREFIX_MUTANT = "mutant_"
+
+
+@dataclass(frozen=True)
+class Base:
+    """A correct candidate of the zoo and the claim its mutants inherit."""
+
+    name: str
+    op: str
+    variant: object
+    fn: Callable
+    triton: bool = False
+    description: str = ""
+    #: dtypes claimed under the Triton interpreter, where they differ (see ``dtypes``)
+    interpreted: tuple[str, ...] | None = None
+
+    def dtypes(self) -> tuple[str, ...]:
+        from normgate.runner import interpreter_on
+
+        return self.interpreted if (self.interpreted is not None and interpreter_on()) else DTYPES
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str  # the candidate is PREFIX_MUTANT + name
+    base: str
+    bug: str  # one line: what is wrong
+    fn: Callable
+    where: str = "wrapper"  # "kernel" (a Triton switch), "Triton wrapper", or "wrapper" (plain PyTorch)
+    equivalent: dict[str, str] = field(default_factory=dict)  # device -> why no check can see it there
+    #: a miss the checks are known to have, and why: counted against the kill rate, shown in the
+    #: matrix, and expected to stay missed (tests fail when a check starts catching it)
+    known_miss: str = ""
+
+    @property
+    def candidate(self) -> str:
+        return PREFIX_MUTANT + self.name
+
+
+def _triton_rms(mutant: str = "", casting: str = "gemma", offset: float = 0.0) -> Callable:
+    def fn(x, weight, eps):
+        from .triton_rmsnorm import rms_norm  # Triton kernels load after TRITON_INTERPRET is set
+
+        return rms_norm(x, weight, eps, casting=casting, offset=offset, mutant=mutant)
+
+    return fn
+
+
+def _triton_ln(mutant: str = "") -> Callable:
+    def fn(x, weight, bias, eps):
+        from .triton_layernorm import layer_norm
+
+        return layer_norm(x, weight, bias, eps, mutant=mutant)
+
+    return fn
+
+
+def _eager_residual(x, weight, eps, residual):
+    return E.rms_norm(x, weight, eps, residual)
+
+
+BASES = {b.name: b for b in (
+    Base("zoo_triton_rmsnorm", "rmsnorm", RMSNormVariant(casting="gemma"), _triton_rms(), True,
+         "the zoo's Triton RMSNorm, gemma casting"),
+    Base("zoo_triton_rmsnorm_offset1", "rmsnorm", RMSNormVariant(casting="gemma", offset=1.0),
+         _triton_rms(offset=1.0), True, "the zoo's Triton RMSNorm, gemma casting, (1 + weight)"),
+    # The interpreter truncates in-kernel fp32 -> bf16 casts, not only stores; llama's mandated
+    # intermediate rounding then errs by up to 1 ULP where the error model allows half of one
+    # (docs/detection.md), so under the interpreter this kernel claims no bf16 dtype.
+    Base("zoo_triton_rmsnorm_llama", "rmsnorm", RMSNormVariant(casting="llama"), _triton_rms(casting="llama"), True,
+         "the zoo's Triton RMSNorm, llama casting", interpreted=("fp32", "fp16")),
+    Base("zoo_triton_layernorm", "layernorm", LayerNormVariant(), _triton_ln(), True, "the zoo's Triton LayerNorm"),
+    Base("zoo_eager_rmsnorm", "rmsnorm", RMSNormVariant(casting="gemma"), E.rms_norm,
+         description="the zoo's eager RMSNorm"),
+    Base("zoo_eager_rmsnorm_offset1", "rmsnorm", RMSNormVariant(casting="gemma", offset=1.0), E.rms_norm_offset1,
+         description="the zoo's eager RMSNorm, (1 + weight)"),
+    Base("zoo_eager_rmsnorm_residual", "rmsnorm", RMSNormVariant(casting="gemma", residual=True), _eager_residual,
+         description="the zoo's eager fused residual add + RMSNorm"),
+    Base("zoo_eager_layernorm", "layernorm", LayerNormVariant(), E.layer_norm, description="the zoo's eager LayerNorm"),
+)}
+
+_ON_CPU_ATOMICS = ("the Triton interpreter runs programs one after another, so float atomics add in one fixed "
+                   "order: the same bits every run (on a GPU the repeat check sees the order change)")
+
+
+def _k(name: str, bug: str, base: str = "zoo_triton_rmsnorm", **kw) -> Mutant:
+    casting = BASES[base].variant.casting
+    if BASES[base].op == "layernorm":
+        fn = _triton_ln(name)
+    else:
+        fn = _triton_rms(name, casting=casting, offset=BASES[base].variant.offset)
+    return Mutant(name, base, bug, fn, **{"where": "kernel", **kw})
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # epsilon
+    _k("eps_outside_sqrt", "eps added to the rms, not the mean square: 1 / (sqrt(ms) + eps)"),
+    _k("eps_in_sum", "eps added to the sum of squares before dividing by N: eps / N in effect"),
+    Mutant("eps_default", "zoo_eager_rmsnorm", "the eps passed in ignored, a default of 1e-6 used instead",
+           E.eps_default),
+    Mutant("eps_none_input_dtype", "zoo_eager_rmsnorm", "eps=None read as finfo(x.dtype).eps (bf16's is 65,536x "
+           "float32's), not what PyTorch computes", E.eps_none_input_dtype),
+    Mutant("norm_without_eps", "zoo_eager_rmsnorm", "computed as x / ||x|| * sqrt(N): no eps, 0/0 on a zero row",
+           E.norm_without_eps),
+    # weight offset and casting points
+    Mutant("offset_missing", "zoo_eager_rmsnorm_offset1", "Gemma's (1 + weight) computed as * weight",
+           E.offset_missing),
+    _k("offset_doubled", "the offset added in the kernel as well as by the caller: (2 + weight)",
+       "zoo_triton_rmsnorm_offset1"),
+    _k("offset_missing_bwd", "the backward uses weight, not (1 + weight), for dx", "zoo_triton_rmsnorm_offset1"),
+    _k("llama_cast_in_gemma", "claims gemma casting, rounds the normalized value to the input dtype before "
+       "the weight (llama)", "zoo_triton_rmsnorm_offset1"),
+    _k("gemma_cast_in_llama", "claims llama casting, keeps the normalized value in float32 (gemma)",
+       "zoo_triton_rmsnorm_llama",
+       known_miss="llama's error model compares with the exact value and allows the intermediate rounding as "
+                  "slack, so the more accurate gemma result is inside the bound (docs/detection.md)"),
+    _k("weight_cast_to_input", "float32 weights rounded to the activation dtype before the multiply"),
+    # low-precision arithmetic and reductions
+    _k("squares_low_precision", "squares and their sum computed in the input dtype (fp16/bf16)"),
+    _k("mean_over_block", "the mean square divided by the padded block size instead of N"),
+    _k("mask_off_by_one", "the sum of squares masks cols < N - 1: the last column left out"),
+    _k("rstd_low_precision", "rstd saved for the backward in the input dtype", where="Triton wrapper"),
+    _k("rstd_row0", "the backward loads row 0's rstd for every row"),
+    _k("rstd_no_eps_bwd", "the backward recomputes rstd without eps"),
+    _k("dw_partial_unwritten", "programs that own no row leave their partial-dW row (torch.empty) unwritten"),
+    _k("dw_atomic", "dW accumulated with float atomics: the order depends on scheduling",
+       equivalent={"cpu": _ON_CPU_ATOMICS}),
+    _k("batch_split", "a launch config keyed on the batch size splits the row reduction differently: a row's "
+       "bits depend on how many rows came with it"),
+    # layout and contract
+    _k("stride_ignored", "rows addressed as row * N, ignoring the row stride of non-contiguous inputs"),
+    _k("dx_into_dy", "the backward writes dx into the incoming gradient's storage (undeclared in-place)",
+       where="Triton wrapper"),
+    Mutant("output_promoted", "zoo_eager_rmsnorm", "mixed dtypes: the output left in the promoted dtype (fp32) "
+           "while the variant says the activation dtype", E.output_promoted),
+    Mutant("squeeze_size_one", "zoo_eager_rmsnorm", "squeeze() in the wrapper: wrong shape for one row, "
+           "the mean taken over rows for N = 1", E.squeeze_size_one),
+    Mutant("one_row_fast_path", "zoo_eager_rmsnorm", "a single-row (decode) fast path that forgets eps",
+           E.one_row_fast_path),
+    # fused residual add
+    Mutant("residual_h_is_x", "zoo_eager_rmsnorm_residual", "returns x instead of h = x + residual",
+           E.residual_h_is_x),
+    Mutant("residual_unrounded", "zoo_eager_rmsnorm_residual", "normalizes x + residual in float32 before "
+           "it is rounded to the input dtype", E.residual_unrounded),
+    Mutant("residual_in_place", "zoo_eager_rmsnorm_residual", "writes h into x's storage (undeclared in-place)",
+           E.residual_in_place),
+    # LayerNorm
+    _k("variance_one_pass", "variance as E[x^2] - E[x]^2 in float32 (cancellation)", "zoo_triton_layernorm"),
+    _k("padding_not_masked", "x - mean not re-masked: the padded lanes add (BLOCK - N) * mean^2 to the variance",
+       "zoo_triton_layernorm"),
+    _k("dx_without_mean_term", "dx misses the - mean(dy * w) term", "zoo_triton_layernorm"),
+    _k("dbias_missing", "dB never accumulated (left zero)", "zoo_triton_layernorm"),
+    Mutant("unbiased_variance", "zoo_eager_layernorm", "torch.var's default unbiased (N - 1) variance",
+           E.unbiased_variance),
+    Mutant("bias_before_weight", "zoo_eager_layernorm", "(xhat + b) * w instead of xhat * w + b",
+           E.bias_before_weight),
+    Mutant("ln_output_promoted", "zoo_eager_layernorm", "fp32 parameters with bf16 activations give an fp32 "
+           "output (xFormers)", E.ln_output_promoted),
+)
+
+#: the built-in candidates that are correct on the CPU, run alongside the zoo's own for false alarms
+BUILTIN_CORRECT = ("hf_llama_rmsnorm", "hf_gemma_rmsnorm", "torch_rms_norm", "eager_add_rmsnorm", "eager_layernorm",
+                   "torch_layer_norm_fp32")
+
+
+def register_all() -> None:
+    """Register every base and mutant as a candidate (again in a process that already has them:
+    a no-op)."""
+    reg = candidates._REGISTRY
+    for b in BASES.values():
+        if b.name not in reg:
+            candidates.register(b.name, b.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
+                                description=b.description)
+    for m in MUTANTS:
+        if m.candidate not in reg:
+            b = BASES[m.base]
+            candidates.register(m.candidate, m.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
+                                description=m.bug)
+
+
+def correct_names(device: str) -> list[str]:
+    reg = candidates.registry()
+    builtin = [n for n in BUILTIN_CORRECT if n in reg and reg[n].supports(device)]
+    return list(BASES) + builtin

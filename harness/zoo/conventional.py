@@ -1,0 +1,75 @@
+"""The conventional test of a kernel repo, for comparison: a fixed list of shapes, ``torch.randn``
+inputs, default-initialised parameters, one ``torch.testing.assert_close`` per tensor with
+per-dtype tolerances, against PyTorch eager computing the same variant, forward and backward.
+
+Shapes, dtypes, tolerances, eps and parameter initialisation are Liger-Kernel's own
+(test/transformers/test_rms_norm.py, test_fused_add_rms_norm.py and test_layer_norm.py):
+RMSNorm (2, 128, 512) and (5, 123, 123), fp32 atol 1e-4 rtol 1e-6, bf16 atol 2e-1 rtol 2e-2;
+LayerNorm (2, 8, 64), (4, 16, 128), (1, 1, 1023), (3, 7, 256), fp32 only, atol 1e-5 rtol 1e-5;
+eps 1e-6; weights of ones (biases of zeros), as the modules initialise them; seed 42.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from normgate.candidates import Candidate
+from normgate.op import get_op
+
+RMS_SHAPES = ((2, 128, 512), (5, 123, 123))
+LN_SHAPES = ((2, 8, 64), (4, 16, 128), (1, 1, 1023), (3, 7, 256))
+RMS_TOLERANCES = (("fp32", torch.float32, 1e-4, 1e-6), ("bf16", torch.bfloat16, 2e-1, 2e-2))
+LN_TOLERANCES = (("fp32", torch.float32, 1e-5, 1e-5),)
+EPS = 1e-6
+SEED = 42
+
+
+def _run(fn, x, params, residual, dy, dh):
+    """Forward and backward; returns every output and gradient by name."""
+    x = x.clone().requires_grad_(True)
+    params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    leaves = {"x": x, **params}
+    args = [x] + list(params.values()) + [EPS]
+    if residual is not None:
+        residual = residual.clone().requires_grad_(True)
+        leaves["residual"] = residual
+        args.append(residual)
+    out = fn(*args)
+    outs = {"y": out} if residual is None else {"y": out[0], "h": out[1]}
+    grads = {"y": dy} if residual is None else {"y": dy, "h": dh}
+    names = list(outs)
+    torch.autograd.backward([outs[n] for n in names], [grads[n].to(outs[n].dtype) for n in names])
+    result = {k: v.detach() for k, v in outs.items()}
+    result.update({"d" + k: v.grad for k, v in leaves.items()})
+    return result
+
+
+def check(cand: Candidate, device: str = "cpu") -> str:
+    """Run the conventional test on a candidate; return "" if it passes, else why it failed."""
+    op = get_op(cand.op)
+    variant = cand.variant
+    shapes, tolerances = (LN_SHAPES, LN_TOLERANCES) if cand.op == "layernorm" else (RMS_SHAPES, RMS_TOLERANCES)
+    reference = op.eager(variant)
+    fn = cand.resolve()
+    for dname, dtype, atol, rtol in tolerances:
+        if dname not in cand.dtypes:
+            continue
+        for shape in shapes:
+            gen = torch.Generator().manual_seed(SEED)
+            x = torch.randn(shape, generator=gen, dtype=dtype).to(device)
+            residual = torch.randn(shape, generator=gen, dtype=dtype).to(device) if variant.residual else None
+            n = shape[-1]
+            params = {"weight": torch.ones(n, dtype=dtype, device=device)}
+            if cand.op == "layernorm":
+                params["bias"] = torch.zeros(n, dtype=dtype, device=device)
+            dy = torch.randn(shape, generator=gen, dtype=dtype).to(device)
+            dh = torch.randn(shape, generator=gen, dtype=dtype).to(device)
+            try:
+                want = _run(reference, x, params, residual, dy, dh)
+                got = _run(fn, x, params, residual, dy, dh)
+                for name, w in want.items():
+                    torch.testing.assert_close(got[name], w, atol=atol, rtol=rtol,
+                                               msg=lambda m, name=name: f"{name}: {m}")
+            except Exception as e:  # noqa: BLE001 - any failure of the test is a catch
+                return f"{dname} {'x'.join(map(str, shape))}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return ""
