@@ -88,11 +88,8 @@ BASES = {b.name: b for b in (
          "the zoo's Triton RMSNorm, gemma casting"),
     Base("zoo_triton_rmsnorm_offset1", "rmsnorm", RMSNormVariant(casting="gemma", offset=1.0),
          _triton_rms(offset=1.0), True, "the zoo's Triton RMSNorm, gemma casting, (1 + weight)"),
-    # The interpreter truncates in-kernel fp32 -> bf16 casts, not only stores; llama's mandated
-    # intermediate rounding then errs by up to 1 ULP where the error model allows half of one
-    # (docs/detection.md), so under the interpreter this kernel claims no bf16 dtype.
     Base("zoo_triton_rmsnorm_llama", "rmsnorm", RMSNormVariant(casting="llama"), _triton_rms(casting="llama"), True,
-         "the zoo's Triton RMSNorm, llama casting", interpreted=("fp32", "fp16")),
+         "the zoo's Triton RMSNorm, llama casting"),
     Base("zoo_triton_layernorm", "layernorm", LayerNormVariant(), _triton_ln(), True, "the zoo's Triton LayerNorm"),
     Base("zoo_eager_rmsnorm", "rmsnorm", RMSNormVariant(casting="gemma"), E.rms_norm,
          description="the zoo's eager RMSNorm"),
