@@ -89,6 +89,12 @@ class Pool:
             env["CUDA_VISIBLE_DEVICES"] = gpu_for(index, self.opts.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         if self.opts.device == "cpu":
             env.setdefault("TRITON_INTERPRET", "1")
+        elif self.opts.workers > 1:
+            # Several workers share the host's cores: by default each would start an intra-op thread
+            # per core and Inductor a compile process per core, and concurrent torch.compile
+            # candidates then spend their time contending rather than compiling.
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.opts.workers)))
+            env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
         fd_log, log = tempfile.mkstemp(prefix=f"normgate-worker{index}-", suffix=".log")
         cmd = [sys.executable, "-m", "normgate.worker", str(w), self.opts.device, json.dumps(list(self.opts.loads))]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=fd_log, stderr=fd_log, pass_fds=(w,), env=env,

@@ -14,7 +14,8 @@ Determinism and batch invariance are decided here, so the rules are written down
 
 * Everything that changes the arithmetic of a row (block size, rows per tile, split or not,
   num_warps) is a function of N and the op only, never of M. A row's y and dx are therefore the
-  same bits whatever else is in the batch.
+  same bits whatever else is in the batch. So is every binary Triton makes of a kernel (it
+  specializes on M == 1 and on alignment): no multiply and add is contracted to an FMA.
 * Every program owns at least one row and always writes its whole slice of the partial buffer (and
   the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
   rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
@@ -33,6 +34,13 @@ import torch
 import triton
 import triton.language as tl
 
+# No mul+add contraction into FMA (in LLVM or ptxas). Triton compiles a kernel anew for M == 1 and
+# for each alignment of the pointers and strides, and whether a multiply and an add are contracted
+# can differ between those binaries: on an H200 one row's dx then changed in the last bit between a
+# batch of 1 and a batch of 2 (`normgate replay 'triton_rmsnorm_llama@batch_invariance:rmsnorm,2x13,
+# fp32,x=normal,dy=normal,w=normal,eps=1e-06,strided,seed=0' --device cuda`). Every operation
+# rounded on its own gives the same bits from every binary; the kernels are memory-bound.
+FP_FUSION = False
 # Longest row, in elements, that one forward program keeps in registers (above: the looped path).
 FWD_MAX_BLOCK = 32768
 FWD_LOOP_BLOCK = 8192
@@ -275,7 +283,8 @@ def sum_partials(parts: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
     grid = (triton.cdiv(n, block_c), len(parts))
     p1 = parts[-1]
     o1 = outs[-1]
-    _sum_partials[grid](parts[0], p1, outs[0], o1, p, n, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    _sum_partials[grid](parts[0], p1, outs[0], o1, p, n, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
+                        enable_fp_fusion=FP_FUSION)
 
 
 def partial_buffers(

@@ -39,8 +39,11 @@ register("eager_layernorm", B.layer_norm_eager, op="layernorm", variant=LayerNor
          **PYTORCH, description="eager LayerNorm in float32, two-pass variance, one cast at the end")
 # PyTorch's CPU layer_norm backward for bf16/fp16 is not computed in float32 (dx is off by ~u_bf16
 # of the terms' magnitude: `normgate replay 'torch_layer_norm@accuracy:layernorm,1x2,bf16,...'`
-# shows it), so on the CPU it claims float32 only; on CUDA every dtype.
-register("torch_layer_norm", B.torch_layer_norm, op="layernorm", variant=LayerNormVariant(), dtypes=ALL,
+# shows it), so on the CPU it claims float32 only; on CUDA the three plain dtypes (torch 2.11's
+# layer_norm refuses fp32 weights under bf16/fp16 input: "expected scalar type BFloat16 but found
+# Float").
+register("torch_layer_norm", B.torch_layer_norm, op="layernorm", variant=LayerNormVariant(),
+         dtypes=("fp32", "bf16", "fp16"),
          eps_none=False, devices=("cuda",), **PYTORCH, description="torch.nn.functional.layer_norm")
 register("torch_layer_norm_fp32", B.torch_layer_norm, op="layernorm", variant=LayerNormVariant(),
          dtypes=("fp32",), eps_none=False, **PYTORCH, description="torch.nn.functional.layer_norm, float32")

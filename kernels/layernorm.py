@@ -245,7 +245,7 @@ def _forward(x2, weight, bias, r2, eps, want_stats):
         HAS_W=weight is not None, HAS_B=bias is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_STATS=want_stats, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        num_warps=cfg.num_warps,
+        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, mean, rstd
 
@@ -269,6 +269,7 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
         _ln_bwd_dots[(triton.cdiv(m, cfg.dot_rows), n_chunks)](
             dy2, h2, w_arg, mean, rstd, dots, dy2.stride(0), h2.stride(0), m, n,
             HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
+            enable_fp_fusion=L.FP_FUSION,
         )
     progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
     _ln_bwd[(progs, n_chunks)](
@@ -280,7 +281,7 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
         m, n, per_prog, n_chunks,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DB=want_db, HAS_DH=dh2 is not None,
         HAS_DR=dr is not None, SPLIT=cfg.split, PREFETCH=cfg.prefetch, ROWS=cfg.rows,
-        BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+        BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     L.finish_partials(parts, finals)
     return dx, dr, finals

@@ -256,7 +256,7 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
         CASTING=_CASTING[casting], HAS_W=weight is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_RSTD=want_rstd, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        num_warps=cfg.num_warps,
+        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, rstd
 
@@ -283,6 +283,7 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
         _rms_bwd_dots[(triton.cdiv(m, cfg.dot_rows), n_chunks)](
             dy2, h2, w_arg, rstd, dots, dy2.stride(0), h2.stride(0), m, n, offset,
             HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
+            enable_fp_fusion=L.FP_FUSION,
         )
     progs, per_prog, parts, finals = L.partial_buffers(m, n, [weight if want_dw else None], cfg, dev)
     _rms_bwd[(progs, n_chunks)](
@@ -293,7 +294,7 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
         m, n, per_prog, n_chunks, offset,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
         SPLIT=cfg.split, PREFETCH=cfg.prefetch, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        num_warps=cfg.num_warps,
+        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     L.finish_partials(parts, finals)
     return dx, dr, finals[0]

@@ -28,8 +28,10 @@ c = collections.Counter(l["verdict"] for l in res)
 k = collections.Counter(l["kernel"] for l in res)
 print(f"cases {len(res)} in {sys.argv[2]}s = {len(res)/max(1,int(sys.argv[2])):.1f} cases/s; {dict(c)}; {len(k)} kernels")
 for name, n in sorted(k.items()):
-    bad = sum(1 for l in res if l["kernel"] == name and l["verdict"] in ("fail", "error"))
-    print(f"  {name:34s} {n:6d} cases {bad:4d} fail/error")
+    mine = [l for l in res if l["kernel"] == name]
+    bad = sum(1 for l in mine if l["verdict"] in ("fail", "error"))
+    secs = sum(l.get("duration_s", 0) for l in mine)
+    print(f"  {name:34s} {n:6d} cases {bad:4d} fail/error {secs:8.1f} worker-s")
 PY
 gzip -k "$out/gpu-results.jsonl"
 exit $rc

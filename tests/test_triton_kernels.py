@@ -447,3 +447,23 @@ def test_state_dict_round_trip_transformers():
     gemma, hf_gemma = GemmaRMSNorm(16, eps=1e-5), HFGemma(16, eps=1e-5)
     assert gemma.eps == hf_gemma.eps and torch.equal(gemma.weight, hf_gemma.weight)  # zero init, used as 1 + w
     _round_trip(gemma.to(DEVICE), hf_gemma.to(DEVICE), x)
+
+
+def test_every_launch_refuses_fma_contraction():
+    """Batch invariance on the GPU rests on it (kernels/_launch.py, FP_FUSION): Triton compiles one
+    kernel into several binaries (M == 1, alignments), and contraction could differ between them.
+    The interpreter never contracts, so this is checked on the source: every launch passes it."""
+    import ast
+    import inspect
+
+    from normgate.kernels import layernorm, rmsnorm
+
+    assert L.FP_FUSION is False
+    launches = 0
+    for module in (L, rmsnorm, layernorm):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript):  # kernel[grid](...)
+                launches += 1
+                kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                assert kwargs.get("enable_fp_fusion", "").endswith("FP_FUSION"), ast.unparse(node.func)
+    assert launches == 7
