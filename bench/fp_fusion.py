@@ -35,7 +35,7 @@ def gbps(op: str, pass_: str, n: int) -> float:
 def main(ns: list[int]) -> None:
     print(f"{torch.cuda.get_device_name()}: GB/s, bf16, M = {M}, with FMA contraction / without / copy")
     for op in ("rmsnorm", "layernorm"):
-        for pass_ in ("forward", "forward+backward"):
+        for pass_ in T.PASSES:
             for n in ns:
                 got = {}
                 for fusion in (True, False, True, False):  # interleaved: drift hits both alike
@@ -43,7 +43,8 @@ def main(ns: list[int]) -> None:
                     got.setdefault(fusion, []).append(gbps(op, pass_, n))
                 on, off = max(got[True]), max(got[False])
                 _, copy = T.copy_gbps(T.norm_bytes(M, n, 2, 1, pass_))
-                print(f"{op:9s} {pass_:16s} N={n:6d}  {on:7.0f} / {off:7.0f} ({off / on - 1:+.1%}) / {copy:7.0f}")
+                label = pass_.replace("_", "+")
+                print(f"{op:9s} {label:16s} N={n:6d}  {on:7.0f} / {off:7.0f} ({off / on - 1:+.1%}) / {copy:7.0f}")
     L.FP_FUSION = False
 
 
