@@ -1,6 +1,6 @@
 """Sweep launch configurations of our kernels on the GPU and check accuracy at real sizes.
 
-    python bench/tune.py [--out DIR] [--quick]
+    python bench/tune.py [--out DIR] [--ns 16384,32768] [--sweep-only]
 
 For each op and N (bf16, M = 16384) it times the forward kernel and the backward kernels (with the
 dW/dB reduction) alone, each captured in a CUDA graph (do_bench median), for every candidate
@@ -38,9 +38,15 @@ def _f(n, specs):
 
 
 def _b(n, specs):
-    """(block or 0 for the whole row, rows, warps, programs per SM, prefetch)."""
-    return [C(blk or n, r, w, programs_per_sm=p, prefetch=bool(f), split=bool(blk))
-            for blk, r, w, p, f in specs]
+    """(block or 0 for the whole row, rows, warps, programs per SM, prefetch[, reload_w])."""
+    return [C(blk or n, r, w, programs_per_sm=p, prefetch=bool(f), split=bool(blk),
+              reload_w=bool(rest and rest[0]))
+            for blk, r, w, p, f, *rest in specs]
+
+
+def _looped(specs):
+    """Forward through the looped path: (chunk width, warps)."""
+    return [C(blk, 1, w, looped=True) for blk, w in specs]
 
 
 FWD = {
@@ -49,7 +55,7 @@ FWD = {
     4096: _f(4096, [(2, 8), (1, 8), (2, 16)]),
     8192: _f(8192, [(1, 8), (1, 16)]),
     16384: _f(16384, [(1, 8), (1, 16)]),
-    32768: _f(32768, [(1, 16), (1, 32)]),
+    32768: _f(32768, [(1, 16), (1, 32)]) + _looped([(8192, 16), (16384, 16), (4096, 8), (8192, 8)]),
 }
 _SPLIT = [(4096, 1, 8, 2, 1), (4096, 2, 8, 2, 1), (2048, 2, 4, 4, 1), (8192, 1, 16, 1, 1), (4096, 1, 8, 2, 0),
           (8192, 1, 8, 2, 1)]
@@ -57,10 +63,37 @@ BWD = {
     1024: _b(1024, [(0, 4, 4, 2, 1), (0, 4, 4, 2, 0), (0, 2, 4, 4, 1)]),
     2048: _b(2048, [(0, 2, 8, 2, 1), (0, 2, 8, 2, 0)]),
     4096: _b(4096, [(0, 1, 8, 2, 1), (0, 1, 8, 2, 0)]),
-    8192: _b(8192, [(0, 1, 16, 1, 1), (0, 1, 16, 1, 0)]),
-    16384: _b(16384, [(0, 1, 16, 1, 0), (4096, 1, 8, 2, 0)]),
-    32768: _b(32768, [(4096, 1, 8, 2, 0), (4096, 1, 8, 2, 1)]),
+    8192: _b(8192, [(0, 1, 16, 1, 1), (0, 1, 16, 1, 0), (0, 1, 16, 1, 1, 1), (0, 1, 8, 2, 1, 1),
+                    (0, 1, 8, 2, 0, 1)]),
+    16384: _b(16384, [(0, 1, 16, 1, 0), (4096, 1, 8, 2, 0), (0, 1, 16, 1, 0, 1), (0, 1, 16, 1, 1, 1),
+                      (0, 1, 32, 1, 0, 1), (0, 1, 32, 1, 0)]),
+    32768: _b(32768, [(4096, 1, 8, 2, 0), (4096, 1, 8, 2, 1), (0, 1, 32, 1, 0, 1)]),
 }
+
+
+class _Recorder:
+    """Stands in for a @triton.jit kernel and keeps the compiled kernel of its last launch, for
+    its register count and spills."""
+
+    def __init__(self, fn):
+        self.fn, self.last = fn, None
+
+    def __getitem__(self, grid):
+        launch = self.fn[grid]
+
+        def run(*args, **kwargs):
+            self.last = launch(*args, **kwargs)
+            return self.last
+
+        return run
+
+    def usage(self) -> dict:
+        k = self.last
+        return {"regs": getattr(k, "n_regs", None), "spills": getattr(k, "n_spills", None)}
+
+
+KERNELS = {("rmsnorm", "fwd"): (RMS, "_rms_fwd"), ("rmsnorm", "bwd"): (RMS, "_rms_bwd"),
+           ("layernorm", "fwd"): (LN, "_ln_fwd"), ("layernorm", "bwd"): (LN, "_ln_bwd")}
 
 
 def _inputs(n, m=M, seed=0):
@@ -97,8 +130,12 @@ def sweep(out, ns):
                 for cfg in cands:
                     L.fwd_config = (lambda _n, _op="rms", c=cfg: c) if direction == "fwd" else orig_f
                     L.bwd_config = (lambda _n, _op="rms", c=cfg: c) if direction == "bwd" else orig_b
-                    step = _fwd_step(op, x, w, b) if direction == "fwd" else _bwd_step(op, x, dy, w, b)
+                    module, name = KERNELS[(op, direction)]
+                    real = getattr(module, name)
+                    rec_k = _Recorder(real)
+                    setattr(module, name, rec_k)
                     try:
+                        step = _fwd_step(op, x, w, b) if direction == "fwd" else _bwd_step(op, x, dy, w, b)
                         g = T.capture(step)
                         us = T.median_us(g)
                         del g
@@ -107,8 +144,11 @@ def sweep(out, ns):
                         continue
                     finally:
                         L.fwd_config, L.bwd_config = orig_f, orig_b
+                        setattr(module, name, real)
                     rec = {"op": op, "dir": direction, "N": n, "cfg": cfg.__dict__, "us": us,
-                           "gbps": nbytes / us / 1e3}
+                           "gbps": nbytes / us / 1e3, **rec_k.usage()}
+                    print(f"  {op:9s} {direction} N={n:5d} {rec['gbps']:6.0f} GB/s regs={rec['regs']} "
+                          f"spills={rec['spills']} {_describe(cfg)}", flush=True)
                     out.write(json.dumps(rec) + "\n")
                     key = (op, direction, n)
                     if key not in best or us < best[key]["us"]:
@@ -118,10 +158,13 @@ def sweep(out, ns):
     print("\nbest configs (bf16, M=16384; fwd GB/s on 2MN, bwd on 3MN bytes):")
     for (op, d, n), rec in sorted(best.items()):
         c = rec["cfg"]
-        print(f"  {op:9s} {d} N={n:5d}: {rec['gbps']:6.0f} GB/s {rec['us']:8.1f} us  block={c['block_n']} "
-              f"rows={c['rows']} warps={c['num_warps']} pps={c['programs_per_sm']} "
-              f"prefetch={int(c['prefetch'])} split={int(c['split'])}")
+        print(f"  {op:9s} {d} N={n:5d}: {rec['gbps']:6.0f} GB/s {rec['us']:8.1f} us  {_describe(L.Config(**c))}")
     return best
+
+
+def _describe(c: L.Config) -> str:
+    return (f"block={c.block_n} rows={c.rows} warps={c.num_warps} pps={c.programs_per_sm} "
+            f"prefetch={int(c.prefetch)} reload_w={int(c.reload_w)} split={int(c.split)} looped={int(c.looped)}")
 
 
 def accuracy():
@@ -199,15 +242,17 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--ns", default=",".join(map(str, NS)))
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--sweep-only", action="store_true")
     args = ap.parse_args()
     ns = [int(v) for v in args.ns.split(",")]
     t0 = time.time()
     print(torch.cuda.get_device_name(), torch.__version__, "triton", __import__("triton").__version__)
-    accuracy()
-    determinism(ns)
-    _, cg = T.copy_gbps(2 * M * 4096 * 2)
-    print(f"copy: {cg:.0f} GB/s at {2 * M * 4096 * 2 / 1e6:.0f} MB")
-    small_batch()
+    if not args.sweep_only:
+        accuracy()
+        determinism(ns)
+        _, cg = T.copy_gbps(2 * M * 4096 * 2)
+        print(f"copy: {cg:.0f} GB/s at {2 * M * 4096 * 2 / 1e6:.0f} MB")
+        small_batch()
     if not args.skip_sweep:
         with open(os.path.join(args.out, "tune.jsonl"), "w") as out:
             sweep(out, ns)

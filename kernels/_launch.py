@@ -61,6 +61,7 @@ class Config:
     looped: bool = False  # forward: the row is longer than a tile, loop over column chunks
     programs_per_sm: int = 2  # backward: persistent grid of about this many programs per SM
     prefetch: bool = False  # backward: load the next row tile before reducing the current one
+    reload_w: bool = False  # backward: re-read the weight (from L2) per row tile instead of holding it
     split: bool = False  # backward: column blocks, row dot products from a first kernel
     dot_rows: int = 1  # split path, first kernel: rows per program
     dot_warps: int = 8  # split path, first kernel: num_warps
@@ -74,14 +75,15 @@ FWD_TABLE: dict[str, list[tuple]] = {
     "ln": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 2, 8), (4096, 2, 8), (8192, 1, 8),
            (16384, 1, 8), (32768, 1, 32)],
 }
-# Backward, fused path: (block_n bound, rows, num_warps, programs per SM, prefetch). Prefetching
+# Backward, fused path: (block_n bound, rows, num_warps, programs per SM, prefetch, reload_w). Prefetching
 # helps RMSNorm up to 8192 (+4-10%) but spills at 16384 (255 GB/s), and costs LayerNorm (whose
 # tiles carry more state) everywhere except at 1024.
 BWD_TABLE: dict[str, list[tuple]] = {
-    "rms": [(256, 16, 4, 2, True), (512, 8, 4, 2, True), (1024, 4, 4, 2, True), (2048, 2, 8, 2, True),
-            (4096, 1, 8, 2, True), (8192, 1, 16, 1, True), (16384, 1, 16, 1, False)],
-    "ln": [(256, 16, 4, 2, True), (512, 8, 4, 2, True), (1024, 4, 4, 2, True), (2048, 2, 8, 2, False),
-           (4096, 1, 8, 2, False), (8192, 1, 16, 1, False)],
+    "rms": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
+            (2048, 2, 8, 2, True, False), (4096, 1, 8, 2, True, False), (8192, 1, 16, 1, True, False),
+            (16384, 1, 16, 1, False, False)],
+    "ln": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
+           (2048, 2, 8, 2, False, False), (4096, 1, 8, 2, False, False), (8192, 1, 16, 1, False, False)],
 }
 # Backward, split path (moves 5MN instead of 3MN elements, but runs at copy speed: every config
 # tried gave 1740-1800 GB/s on the 3MN basis).
@@ -110,8 +112,8 @@ def bwd_config(n: int, op: str = "rms") -> Config:
     block = max(16, triton.next_power_of_2(n))
     if block > BWD_MAX_BLOCK[op]:
         return BWD_SPLIT[op]
-    rows, warps, pps, prefetch = _lookup(BWD_TABLE[op], block)
-    return Config(block, rows, warps, programs_per_sm=pps, prefetch=prefetch)
+    rows, warps, pps, prefetch, reload_w = _lookup(BWD_TABLE[op], block)
+    return Config(block, rows, warps, programs_per_sm=pps, prefetch=prefetch, reload_w=reload_w)
 
 
 @functools.cache

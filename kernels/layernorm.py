@@ -167,8 +167,8 @@ def _ln_bwd(
     stride_dy, stride_h, stride_dh, stride_dx, stride_dr,
     M, N, rows_per_prog, n_chunks,
     HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, HAS_DH: tl.constexpr,
-    HAS_DR: tl.constexpr, SPLIT: tl.constexpr, PREFETCH: tl.constexpr, ROWS: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    HAS_DR: tl.constexpr, SPLIT: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_W: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Program (p, j): rows [p*k, (p+1)*k) x column block j; see _rms_bwd."""
     pid = tl.program_id(0)
@@ -177,7 +177,7 @@ def _ln_bwd(
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
     w = 1.0
-    if HAS_W:
+    if HAS_W and not RELOAD_W:
         w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
     dw = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     db = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
@@ -201,7 +201,10 @@ def _ln_bwd(
         xhat = (h.to(tl.float32) - mean[:, None]) * rstd[:, None]
         g = dy
         if HAS_W:
-            g = dy * w[None, :]
+            if RELOAD_W:  # an L2 hit per tile, and the registers that held w stay free
+                g = dy * tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            else:
+                g = dy * w[None, :]
         if not SPLIT:  # padding has g = 0, so it adds nothing to either sum
             sg = tl.sum(g, axis=1)
             sgx = tl.sum(g * xhat, axis=1)
@@ -280,7 +283,7 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
         dr.stride(0) if dr is not None else 0,
         m, n, per_prog, n_chunks,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DB=want_db, HAS_DH=dh2 is not None,
-        HAS_DR=dr is not None, SPLIT=cfg.split, PREFETCH=cfg.prefetch, ROWS=cfg.rows,
+        HAS_DR=dr is not None, SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows,
         BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     L.finish_partials(parts, finals)

@@ -187,7 +187,8 @@ def _rms_bwd(
     stride_dy, stride_h, stride_dh, stride_dx, stride_dr,
     M, N, rows_per_prog, n_chunks, offset,
     HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DH: tl.constexpr, HAS_DR: tl.constexpr,
-    SPLIT: tl.constexpr, PREFETCH: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_W: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """Program (p, j): rows [p*k, (p+1)*k) x column block j. dx, and dw summed over its rows in
     fp32 registers, written once to row p of the partials. Fused path: one block holds the whole
@@ -198,7 +199,7 @@ def _rms_bwd(
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
     w = offset
-    if HAS_W:
+    if HAS_W and not RELOAD_W:
         w = offset + tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
     dw = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     if PREFETCH:
@@ -219,7 +220,10 @@ def _rms_bwd(
         xhat = h.to(tl.float32) * rstd[:, None]
         g = dy
         if HAS_W:
-            g = dy * w[None, :]
+            if RELOAD_W:  # an L2 hit per tile, and the registers that held w stay free
+                g = dy * (offset + tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            else:
+                g = dy * w[None, :]
         if not SPLIT:
             dot = tl.sum(g * xhat, axis=1)
         dx = (g - xhat * div_rn(dot, N)[:, None]) * rstd[:, None]
@@ -293,7 +297,7 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
         dr.stride(0) if dr is not None else 0,
         m, n, per_prog, n_chunks, offset,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
-        SPLIT=cfg.split, PREFETCH=cfg.prefetch, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
+        SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
         num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     L.finish_partials(parts, finals)

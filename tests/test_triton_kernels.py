@@ -61,9 +61,11 @@ def small_limits(monkeypatch):
 
 @pytest.fixture(params=["default", "flipped"])
 def variant(request, monkeypatch):
-    """The tables as they are, and with every backward prefetch switch flipped (both code paths)."""
+    """The tables as they are, and with every backward switch (prefetch, reload_w) flipped: both
+    code paths of each."""
     if request.param == "flipped":
-        table = {op: [(b, r, w, 1, not f) for b, r, w, _, f in rows] for op, rows in L.BWD_TABLE.items()}
+        table = {op: [(b, r, w, 1, not f, not rw) for b, r, w, _, f, rw in rows]
+                 for op, rows in L.BWD_TABLE.items()}
         monkeypatch.setattr(L, "BWD_TABLE", table)
     return request.param
 

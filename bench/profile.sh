@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Where our kernels lose to a peer, on the GPU machine: a config sweep with register and spill
+# counts (bench/tune.py --sweep-only), then Nsight Compute counters of ours and the peer for each
+# case in CASES ("kernel op N pass"). Everything lands in $OUT.
+#   OUT=/tmp/p NS=16384,32768 bash bench/profile.sh
+set -uo pipefail
+OUT=${OUT:-bench/results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/profile-gpu.txt"
+timeout "${TUNE_S:-240}" python3 bench/tune.py --out "$OUT" --ns "${NS:-16384,32768}" --sweep-only 2>&1 | tee "$OUT/profile-tune.log"
+METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum
+METRICS+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,launch__grid_size
+METRICS+=,launch__block_size,launch__occupancy_limit_registers,sm__warps_active.avg.pct_of_peak_sustained_active
+METRICS+=,l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum,l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum
+METRICS+=,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
+METRICS+=,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
+CASES=${CASES:-"normgate rmsnorm 16384 forward_backward;liger rmsnorm 16384 forward_backward;normgate rmsnorm 32768 forward;liger rmsnorm 32768 forward"}
+IFS=';' read -ra cases <<< "$CASES"
+for c in "${cases[@]}"; do
+  read -r kernel op n pass <<< "$c"
+  # every launch of two steps (the first compiles; the second is the one to read)
+  timeout 120 ncu --clock-control none --metrics "$METRICS" --csv \
+    python3 bench/ncu_target.py "$kernel" "$op" "$n" "$pass" --repeat 2 > "$OUT/ncu-$kernel-$op-$n-$pass.csv" 2> "$OUT/ncu-$kernel-$op-$n-$pass.err"
+  echo "ncu $c: rc $?"
+done
