@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -108,12 +109,40 @@ def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool
     return result, args
 
 
+OUT_OF_MEMORY = "out of memory: "
+# A check that ran out of memory is run again this many times, after the process returned its
+# cached memory: a case is a pure function of its inputs, and memory is what other work on the
+# device (other workers, other programs) happens to hold at that moment.
+OOM_RETRIES = 2
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    low = str(e).lower()
+    return isinstance(e, MemoryError) or "out of memory" in low or "can't allocate memory" in low
+
+
 def _describe(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}".strip()
-    low = text.lower()
-    if isinstance(e, MemoryError) or "out of memory" in low or "can't allocate memory" in low:
-        return "out of memory: " + text[:400]
+    if _out_of_memory(e):
+        return OUT_OF_MEMORY + text[:400]
     return text[:600]
+
+
+def _return_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        with contextlib.suppress(Exception):
+            torch.cuda.empty_cache()
+
+
+def _memory_note(device: str) -> str:
+    """Where the memory went, for an out-of-memory error that retries did not cure."""
+    from .runner import WORKERS_PER_GPU_ENV  # runner imports this module
+
+    sharing = int(os.environ.get(WORKERS_PER_GPU_ENV, "1") or 1)
+    if device.startswith("cuda") and sharing > 1:
+        return (f"; {sharing} workers share this GPU and each may use 1/{sharing} of its memory: "
+                "run fewer --workers for cases this big")
+    return ""
 
 
 def guarded(check):
@@ -121,15 +150,22 @@ def guarded(check):
 
     def run(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
         t0 = time.perf_counter()
-        try:
-            res = check(cand, op, case, ctx)
-        except Exception as e:  # noqa: BLE001 - a kernel's exception is a result, not a crash
-            tb = traceback.extract_tb(e.__traceback__)
-            where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
-            res = CheckResult("error", _describe(e) + where)
-            if ctx.device.startswith("cuda"):
-                with contextlib.suppress(Exception):
-                    torch.cuda.empty_cache()
+        for attempt in range(OOM_RETRIES + 1):
+            try:
+                res = check(cand, op, case, ctx)
+                break
+            except Exception as e:  # noqa: BLE001 - a kernel's exception is a result, not a crash
+                oom, reason = _out_of_memory(e), _describe(e)
+                tb = traceback.extract_tb(e.__traceback__)
+                where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+                del e, tb  # the traceback holds the failed attempt's tensors
+                _return_memory(ctx.device)
+                if oom and attempt < OOM_RETRIES:
+                    if ctx.device.startswith("cuda"):  # give other workers' cases time to end
+                        time.sleep(0.5 * (attempt + 1))
+                    continue
+                res = CheckResult("error", reason + where + (_memory_note(ctx.device) if oom else ""))
+                break
         res.duration_s = time.perf_counter() - t0
         return res
 

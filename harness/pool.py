@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .runner import Task
+from .runner import WORKERS_PER_GPU_ENV, Task
 from .worker import SUPERVISOR_ENV
 
 
@@ -95,6 +95,9 @@ class Pool:
             # candidates then spend their time contending rather than compiling.
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.opts.workers)))
             env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+            # and a GPU's memory: each worker's caching allocator keeps what it freed, so without a
+            # share per worker one worker's cache starves the others into out-of-memory errors
+            env[WORKERS_PER_GPU_ENV] = str(-(-self.opts.workers // max(1, self.opts.gpus)))
         fd_log, log = tempfile.mkstemp(prefix=f"normgate-worker{index}-", suffix=".log")
         cmd = [sys.executable, "-m", "normgate.worker", str(w), self.opts.device, json.dumps(list(self.opts.loads))]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=fd_log, stderr=fd_log, pass_fds=(w,), env=env,

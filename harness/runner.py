@@ -154,7 +154,10 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
                     phases=(Phase.generate, Phase.shrink))(hseed(task_seed(task))(given(strategy)(prop)))
 
     def fail_line(case: Case, res: CheckResult, flaky: bool = False) -> dict:
-        if flaky:
+        if flaky and res.reason.startswith(checks.OUT_OF_MEMORY):
+            res.reason = ("out of memory at first, then passed when replayed: memory was short, not the "
+                          "kernel wrong (fewer --workers per GPU leaves each more); first: " + res.reason)
+        elif flaky:
             res.reason = ("flaky: this case failed, then passed when replayed (non-deterministic); "
                           "first failure: " + res.reason)
         return result_line(task, cand, case, res, state["seq"], ctx.device,
@@ -186,11 +189,21 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
     return state["cases"]
 
 
+# Set by the pool in each GPU worker: how many workers share that worker's GPU.
+WORKERS_PER_GPU_ENV = "NORMGATE_WORKERS_PER_GPU"
+# The part of a shared GPU's memory the workers split evenly; the rest is their CUDA contexts.
+GPU_MEMORY_SHARED = 0.9
+
+
 def process_setup(device: str, threads: int | None = None) -> None:
     """Once per process that runs checks.
 
     On the CPU, one thread: PyTorch's CPU reductions split work by thread count, so bits (and the
-    repeat check's digests) would otherwise depend on the machine and the number of workers."""
+    repeat check's digests) would otherwise depend on the machine and the number of workers.
+    On a GPU shared by several workers, an even share of its memory each: a worker's caching
+    allocator keeps what it freed, and would otherwise starve the others into random
+    out-of-memory errors; with a share, it returns its cache when it reaches the share, and a case
+    too big for one share fails the same way every time (checks.py says how to avoid it)."""
     if threads is None and device == "cpu":
         threads = 1
     if device == "cpu":
@@ -203,6 +216,9 @@ def process_setup(device: str, threads: int | None = None) -> None:
     memory.enable_uninitialized_fill()
     if threads:
         torch.set_num_threads(threads)
+    sharing = int(os.environ.get(WORKERS_PER_GPU_ENV, "1") or 1)
+    if device.startswith("cuda") and sharing > 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARED / sharing)
 
 
 def interpreter_on() -> bool:

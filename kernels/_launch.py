@@ -81,7 +81,7 @@ FWD_TABLE: dict[str, list[tuple]] = {
 BWD_TABLE: dict[str, list[tuple]] = {
     "rms": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
             (2048, 2, 8, 2, True, False), (4096, 1, 8, 2, True, False), (8192, 1, 16, 1, True, False),
-            (16384, 1, 16, 1, False, False)],
+            (16384, 1, 16, 1, False, True)],
     "ln": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
            (2048, 2, 8, 2, False, False), (4096, 1, 8, 2, False, False), (8192, 1, 16, 1, False, False)],
 }

@@ -162,6 +162,38 @@ def test_exceptions_are_errors_with_the_message():
     assert r.verdict == "error" and "too many resources" in r.reason
 
 
+def test_out_of_memory_is_retried_and_a_lasting_one_says_so(monkeypatch):
+    calls = []
+
+    def short_of_memory_once(x, w, eps):
+        calls.append(1)
+        if len(calls) == 1:  # what another worker's cached memory does to a correct kernel
+            raise RuntimeError("CUDA out of memory. Tried to allocate 256.00 MiB")
+        return B.torch_rms_norm(x, w, eps)
+
+    assert checks.accuracy(cand(short_of_memory_once), RMS, case(), CTX).verdict == "pass"
+    assert len(calls) == 2
+
+    def always_short(x, w, eps):
+        calls.append(1)
+        raise RuntimeError("CUDA out of memory. Tried to allocate 256.00 MiB")
+
+    calls.clear()
+    r = checks.accuracy(cand(always_short), RMS, case(), CTX)
+    assert r.verdict == "error" and r.reason.startswith(checks.OUT_OF_MEMORY)
+    assert len(calls) == 1 + checks.OOM_RETRIES
+    monkeypatch.setenv("NORMGATE_WORKERS_PER_GPU", "16")  # on a GPU that 16 workers share
+    note = checks._memory_note("cuda")
+    assert "16 workers share this GPU" in note and "fewer --workers" in note
+
+    def wrong_once(x, w, eps):  # not memory: never retried, so a flaky kernel is not hidden
+        calls.append(1)
+        raise RuntimeError("kernel launch failed")
+
+    calls.clear()
+    assert checks.accuracy(cand(wrong_once), RMS, case(), CTX).verdict == "error" and len(calls) == 1
+
+
 def test_beyond_the_domain_is_a_range_limit_not_a_failure():
     def squares_in_fp16(x, w, eps):
         return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w).to(x.dtype)
