@@ -24,3 +24,4 @@ for c in "${cases[@]}"; do
     python3 bench/ncu_target.py "$kernel" "$op" "$n" "$pass" --repeat 2 > "$OUT/ncu-$kernel-$op-$n-$pass.csv" 2> "$OUT/ncu-$kernel-$op-$n-$pass.err"
   echo "ncu $c: rc $?"
 done
+python3 bench/ncu_summary.py "$OUT"/ncu-*.csv | tee "$OUT/ncu-summary.txt"

@@ -14,8 +14,14 @@ Determinism and batch invariance are decided here, so the rules are written down
 
 * Everything that changes the arithmetic of a row (block size, rows per tile, split or not,
   num_warps) is a function of N and the op only, never of M. A row's y and dx are therefore the
-  same bits whatever else is in the batch. So is every binary Triton makes of a kernel (it
-  specializes on M == 1 and on alignment): no multiply and add is contracted to an FMA.
+  same bits whatever else is in the batch. So is the binary: Triton compiles a kernel anew for
+  integer arguments equal to 1 or divisible by 16, and the compiler may then lay the row out
+  differently over the threads, which changes the order of ``tl.sum`` (a GPU run caught rstd
+  differing between a batch of 1 and of 2). So the kernels never specialize on the arguments that
+  depend on the batch (M, rows per program: ``do_not_specialize``). Those that remain (strides,
+  pointer alignment) are the same for every sub-batch of a tensor, since a sub-batch keeps the row
+  stride: a stride divisible by 16 keeps every row start's alignment, any other gives none. And no
+  multiply and add is contracted to an FMA, which differed between binaries too.
 * Every program owns at least one row and always writes its whole slice of the partial buffer (and
   the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
   rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
@@ -34,9 +40,9 @@ import torch
 import triton
 import triton.language as tl
 
-# No mul+add contraction into FMA (in LLVM or ptxas). Triton compiles a kernel anew for M == 1 and
-# for each alignment of the pointers and strides, and whether a multiply and an add are contracted
-# can differ between those binaries: on an H200 one row's dx then changed in the last bit between a
+# No mul+add contraction into FMA (in LLVM or ptxas). Triton compiles a kernel anew for each
+# specialization of its integer and pointer arguments, and whether a multiply and an add are
+# contracted can differ between those binaries: on an H200 one row's dx then changed in the last bit between a
 # batch of 1 and a batch of 2 (`normgate replay 'triton_rmsnorm_llama@batch_invariance:rmsnorm,2x13,
 # fp32,x=normal,dy=normal,w=normal,eps=1e-06,strided,seed=0' --device cuda`). Every operation
 # rounded on its own gives the same bits from every binary; the kernels are memory-bound.
@@ -149,6 +155,11 @@ def rows_2d(t: torch.Tensor, n: int) -> torch.Tensor:
     t2 = t.reshape(-1, n)
     if n > 1 and t2.stride(1) != 1:
         t2 = t2.contiguous()
+    elif t2.shape[0] == 1 and t.dim() >= 2 and t2.data_ptr() == t.data_ptr():
+        # One row: reshape makes its stride N, but it is a row of its batch, and the kernel is
+        # compiled for the stride it gets (divisible by 16 or not): keep the batch's, so that the
+        # row is computed by the same binary alone as in its batch.
+        t2 = t2.as_strided((1, n), (t.stride(-2), 1))
     return t2
 
 

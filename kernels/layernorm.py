@@ -48,7 +48,7 @@ def _affine(xhat, w, b, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     return y
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _ln_fwd(
     X, R, Y, H, W, B, MEAN, RSTD,
     stride_x, stride_r, stride_y, stride_h,
@@ -115,7 +115,7 @@ def _ln_fwd(
             tl.store(RSTD + r64, rstd, mask=rmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _ln_bwd_dots(
     DY, H, W, MEAN, RSTD, D, stride_dy, stride_h, M, N,
     HAS_W: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -161,7 +161,7 @@ def _fetch_dy(DY, H, MEAN, RSTD, D, rows, row_end, cols, cmask, stride_dy, strid
     return h, dy, mean, rstd, sg, sgx
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "rows_per_prog"])  # _launch.py: batch invariance
 def _ln_bwd(
     DY, H, W, MEAN, RSTD, D, DH, DX, DR, DWP, DBP,
     stride_dy, stride_h, stride_dh, stride_dx, stride_dr,

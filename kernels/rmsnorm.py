@@ -78,7 +78,7 @@ def _apply(h, rstd, w, CASTING: tl.constexpr, HAS_W: tl.constexpr, XDT: tl.const
     return xhat
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _rms_fwd(
     X, R, Y, H, W, RSTD,
     stride_x, stride_r, stride_y, stride_h,
@@ -143,7 +143,7 @@ def _rms_fwd(
             tl.store(RSTD + r64, rstd_bwd, mask=rmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _rms_bwd_dots(
     DY, H, W, RSTD, D, stride_dy, stride_h, M, N, offset,
     HAS_W: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -181,7 +181,7 @@ def _fetch_dy(DY, H, RSTD, D, rows, row_end, cols, cmask, stride_dy, stride_h, M
     return h, dy, rstd, dot
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "rows_per_prog"])  # _launch.py: batch invariance
 def _rms_bwd(
     DY, H, W, RSTD, D, DH, DX, DR, DWP,
     stride_dy, stride_h, stride_dh, stride_dx, stride_dr,

@@ -143,9 +143,12 @@ class NormOp(Op):
         flush = 0.5 * dtypes.smallest_normal(internal) * stats.rstd.square()
         # llama's intermediate rounding of the normalized value (forward) and of the gradient
         # reaching it (backward) to the input dtype: u relative, half a subnormal spacing absolute.
+        # ``none`` rounds xhat to the input dtype too: its relative part is in the steps (the
+        # internal dtype is the input's), the absolute part where xhat lands among subnormals is not.
         llama = variant.casting == "llama"
         mid = dtypes.unit_roundoff(xdt) if llama else 0.0
-        half_sub = dtypes.smallest_normal(xdt) * dtypes.unit_roundoff(xdt) if llama else 0.0
+        rounds_xhat = variant.casting in ("llama", "none")
+        half_sub = dtypes.smallest_normal(xdt) * dtypes.unit_roundoff(xdt) if rounds_xhat else 0.0
         w = p.get("weight")
         coef = (abs(self.param_offset(variant)) + w.abs()) if w is not None else 1.0
         steps = n + ELEMENTWISE_STEPS

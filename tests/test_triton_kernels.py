@@ -469,3 +469,37 @@ def test_every_launch_refuses_fma_contraction():
                 kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
                 assert kwargs.get("enable_fp_fusion", "").endswith("FP_FUSION"), ast.unparse(node.func)
     assert launches == 7
+
+
+def test_no_kernel_specializes_on_the_batch():
+    """Batch invariance on the GPU rests on it too (kernels/_launch.py): a kernel compiled anew for
+    M == 1 (or rows per program == 1) may sum a row in another order. Checked on the source, like
+    the FMA rule: every kernel taking M or rows_per_prog lists them in do_not_specialize."""
+    import ast
+    import inspect
+
+    from normgate.kernels import layernorm, rmsnorm
+
+    batch_args = {"M", "rows_per_prog"}
+    checked = 0
+    for module in (rmsnorm, layernorm):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            takes = batch_args & {a.arg for a in node.args.args}
+            jit = [d for d in node.decorator_list if "triton.jit" in ast.unparse(d)]
+            if not takes or not jit or node.name == "_fetch_dy":  # a helper: inlined into its kernel
+                continue
+            checked += 1
+            kwargs = {k.arg: k.value for k in getattr(jit[0], "keywords", [])}
+            listed = set(ast.literal_eval(kwargs["do_not_specialize"])) if "do_not_specialize" in kwargs else set()
+            assert takes <= listed, f"{node.name} specializes on {sorted(takes - listed)}"
+    assert checked == 6
+
+
+def test_a_single_row_keeps_its_row_stride():
+    """The row stride is part of what a kernel is compiled for: a row of a strided batch, alone,
+    must reach the kernel with the batch's stride, not the N that reshape gives a single row."""
+    big = torch.zeros(2, 192)[:, :189]
+    assert L.rows_2d(big[0:1], 189).stride() == L.rows_2d(big, 189).stride() == (192, 1)
+    assert L.rows_2d(torch.zeros(2, 3, 200)[0:1, 0:1, :189], 189).stride() == (200, 1)
