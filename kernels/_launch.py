@@ -28,7 +28,9 @@ Determinism and batch invariance are decided here, so the rules are written down
   run after run and process after process. (It depends on P, i.e. on M and the SM count, as any
   reduction over the batch may; y and dx do not.)
 * With a single program along the rows (small M) the backward writes dW directly and the
-  reduction is skipped.
+  reduction is skipped. (Its binary then differs from the many-program one in the dW pointer's
+  dtype when the weight is not fp32; dx's layout follows the loads of h and dy, and no run has seen
+  a difference, but it is the one binary difference left between batch sizes.)
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ import triton.language as tl
 
 # No mul+add contraction into FMA (in LLVM or ptxas). Triton compiles a kernel anew for each
 # specialization of its integer and pointer arguments, and whether a multiply and an add are
-# contracted can differ between those binaries: on an H200 one row's dx then changed in the last bit between a
-# batch of 1 and a batch of 2 (`normgate replay 'triton_rmsnorm_llama@batch_invariance:rmsnorm,2x13,
+# contracted can differ between those binaries: on an H200 one row's dx then changed in the last
+# bit between a batch of 1 and a batch of 2 (`normgate replay 'triton_rmsnorm_llama@batch_invariance:rmsnorm,2x13,
 # fp32,x=normal,dy=normal,w=normal,eps=1e-06,strided,seed=0' --device cuda`). Every operation
 # rounded on its own gives the same bits from every binary; the kernels are memory-bound.
 FP_FUSION = False
