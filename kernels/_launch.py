@@ -17,8 +17,9 @@ Determinism and batch invariance are decided here, so the rules are written down
   same bits whatever else is in the batch. So is the binary: Triton compiles a kernel anew for
   integer arguments equal to 1 or divisible by 16, and the compiler may then lay the row out
   differently over the threads, which changes the order of ``tl.sum`` (a GPU run caught rstd
-  differing between a batch of 1 and of 2). So the kernels never specialize on the arguments that
-  depend on the batch (M, rows per program: ``do_not_specialize``). Those that remain (strides,
+  differing between a batch of 1 and of 2, and this fix cured it; the code was not compared). So
+  the kernels never specialize on the arguments that depend on the batch (M, rows per program:
+  ``do_not_specialize``). Those that remain (strides,
   pointer alignment) are the same for every sub-batch of a tensor, since a sub-batch keeps the row
   stride: a stride divisible by 16 keeps every row start's alignment, any other gives none. And no
   multiply and add is contracted to an FMA, which differed between binaries too.
