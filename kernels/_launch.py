@@ -19,10 +19,10 @@ Determinism and batch invariance are decided here, so the rules are written down
   differently over the threads, which changes the order of ``tl.sum`` (a GPU run caught rstd
   differing between a batch of 1 and of 2, and this fix cured it; the code was not compared). So
   the kernels never specialize on the arguments that depend on the batch (M, rows per program:
-  ``do_not_specialize``). Those that remain (strides,
-  pointer alignment) are the same for every sub-batch of a tensor, since a sub-batch keeps the row
-  stride: a stride divisible by 16 keeps every row start's alignment, any other gives none. And no
-  multiply and add is contracted to an FMA, which differed between binaries too.
+  ``do_not_specialize``). Those that remain (strides, pointer alignment) are the same for every
+  sub-batch of a tensor, since a sub-batch keeps the row stride: a stride divisible by 16 keeps
+  every row start's alignment, any other gives none. And no multiply and add is contracted to an
+  FMA, which differed between binaries too.
 * Every program owns at least one row and always writes its whole slice of the partial buffer (and
   the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
   rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
