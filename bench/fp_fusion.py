@@ -20,10 +20,7 @@ M = 16384
 
 def gbps(op: str, pass_: str, n: int) -> float:
     fn, params = peers.make("normgate", op, n, torch.bfloat16)
-    gen = torch.Generator(device="cuda").manual_seed(n)
-    x = torch.randn((M, n), device="cuda", dtype=torch.bfloat16, generator=gen)
-    x.requires_grad_(pass_ != "forward")
-    dy = torch.randn((M, n), device="cuda", dtype=torch.bfloat16, generator=gen)
+    x, dy = T.activations(M, n, pass_, seed=n)
     g = T.capture(T.step_for(fn, x, params, dy, pass_))
     try:
         return T.norm_bytes(M, n, 2, len(params), pass_) / T.median_us(g) / 1e3

@@ -56,6 +56,15 @@ def norm_bytes(m: int, n: int, elem: int, n_params: int, pass_: str, param_elem:
     return 5 * m * n * elem + 3 * n_params * n * pe
 
 
+def activations(m: int, n: int, pass_: str, seed: int, dtype: torch.dtype = torch.bfloat16,
+                device: str = "cuda") -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (x, dy) of shape (m, n); x requires grad when the pass has a backward."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn((m, n), device=device, dtype=dtype, generator=gen).requires_grad_(pass_ != "forward")
+    dy = torch.randn((m, n), device=device, dtype=dtype, generator=gen)
+    return x, dy
+
+
 def step_for(fn: Callable, x: torch.Tensor, params: list[torch.Tensor], dy: torch.Tensor, pass_: str):
     """The timed step: forward, or forward + backward through autograd (torch.autograd.grad, so
     nothing accumulates into .grad between replays)."""

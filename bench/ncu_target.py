@@ -29,9 +29,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=4)
     args = ap.parse_args()
     fn, params = peers.make(args.kernel, args.op, args.n, torch.bfloat16)
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn((args.m, args.n), device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_(True)
-    dy = torch.randn((args.m, args.n), device="cuda", dtype=torch.bfloat16, generator=g)
+    x, dy = T.activations(args.m, args.n, args.pass_, seed=0)
     step = T.step_for(fn, x, params, dy, args.pass_)
     for _ in range(args.repeat):
         step()

@@ -39,9 +39,7 @@ def _run(benchmark, kernel, op, pass_, m, n):
     if kernel == "liger" and not peers.liger_available():
         pytest.skip("liger_kernel is not importable")
     fn, params = peers.make(kernel, op, n, DTYPE)
-    gen = torch.Generator(device="cuda").manual_seed(m * 7 + n)
-    x = torch.randn((m, n), device="cuda", dtype=DTYPE, generator=gen).requires_grad_(pass_ != "forward")
-    dy = torch.randn((m, n), device="cuda", dtype=DTYPE, generator=gen)
+    x, dy = T.activations(m, n, pass_, seed=m * 7 + n, dtype=DTYPE)
     g = T.capture(T.step_for(fn, x, params, dy, pass_))
     try:
         us = T.median_us(g)
