@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import traceback
 from collections.abc import Callable
@@ -136,9 +135,9 @@ def _return_memory(device: str) -> None:
 
 def _memory_note(device: str) -> str:
     """Where the memory went, for an out-of-memory error that retries did not cure."""
-    from .runner import WORKERS_PER_GPU_ENV  # runner imports this module
+    from .runner import workers_per_gpu  # runner imports this module
 
-    sharing = int(os.environ.get(WORKERS_PER_GPU_ENV, "1") or 1)
+    sharing = workers_per_gpu()
     if device.startswith("cuda") and sharing > 1:
         return (f"; {sharing} workers share this GPU and each may use 1/{sharing} of its memory: "
                 "run fewer --workers for cases this big")

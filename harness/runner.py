@@ -195,6 +195,11 @@ WORKERS_PER_GPU_ENV = "NORMGATE_WORKERS_PER_GPU"
 GPU_MEMORY_SHARED = 0.9
 
 
+def workers_per_gpu() -> int:
+    """How many workers share this process's GPU (1 outside a pool)."""
+    return int(os.environ.get(WORKERS_PER_GPU_ENV, "1") or 1)
+
+
 def process_setup(device: str, threads: int | None = None) -> None:
     """Once per process that runs checks.
 
@@ -216,7 +221,7 @@ def process_setup(device: str, threads: int | None = None) -> None:
     memory.enable_uninitialized_fill()
     if threads:
         torch.set_num_threads(threads)
-    sharing = int(os.environ.get(WORKERS_PER_GPU_ENV, "1") or 1)
+    sharing = workers_per_gpu()
     if device.startswith("cuda") and sharing > 1 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARED / sharing)
 
