@@ -135,12 +135,12 @@ def _return_memory(device: str) -> None:
 
 def _memory_note(device: str) -> str:
     """Where the memory went, for an out-of-memory error that retries did not cure."""
-    from .runner import workers_per_gpu  # runner imports this module
+    from .runner import GPU_MEMORY_SHARED, workers_per_gpu  # runner imports this module
 
     sharing = workers_per_gpu()
     if device.startswith("cuda") and sharing > 1:
-        return (f"; {sharing} workers share this GPU and each may use 1/{sharing} of its memory: "
-                "run fewer --workers for cases this big")
+        return (f"; {sharing} workers share this GPU and each may use 1/{sharing} of {GPU_MEMORY_SHARED:.0%} "
+                "of its memory: run fewer --workers for cases this big")
     return ""
 
 
