@@ -1,6 +1,6 @@
 """Sweep launch configurations of our kernels on the GPU and check accuracy at real sizes.
 
-    python bench/tune.py [--out DIR] [--ns 16384,32768] [--sweep-only]
+    python bench/tune.py [--out DIR] [--ns 16384,32768] [--sweep-only] [--dirs fwd]
 
 For each op and N (bf16, M = 16384) it times the forward kernel and the backward kernels (with the
 dW/dB reduction) alone, each captured in a CUDA graph (do_bench median), for every candidate
@@ -119,17 +119,19 @@ def _bwd_step(op, x, dy, w, b):
     return lambda: LN._backward(dy, x, w, b, mean, rstd, None, True, True, None)
 
 
-def sweep(out, ns):
+def sweep(out, ns, dirs=("fwd", "bwd")):
     best = {}
     orig_f, orig_b = L.fwd_config, L.bwd_config
     for op in ("rmsnorm", "layernorm"):
         for n in ns:
             x, dy, w, b = _inputs(n)
             for direction, cands in (("fwd", FWD[n]), ("bwd", BWD[n])):
+                if direction not in dirs:
+                    continue
                 nbytes = (2 if direction == "fwd" else 3) * M * n * 2
                 for cfg in cands:
-                    L.fwd_config = (lambda _n, _op="rms", c=cfg: c) if direction == "fwd" else orig_f
-                    L.bwd_config = (lambda _n, _op="rms", c=cfg: c) if direction == "bwd" else orig_b
+                    L.fwd_config = (lambda *_, c=cfg: c) if direction == "fwd" else orig_f
+                    L.bwd_config = (lambda *_, c=cfg: c) if direction == "bwd" else orig_b
                     module, name = KERNELS[(op, direction)]
                     real = getattr(module, name)
                     rec_k = _Recorder(real)
@@ -243,6 +245,7 @@ def main():
     ap.add_argument("--ns", default=",".join(map(str, NS)))
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--sweep-only", action="store_true")
+    ap.add_argument("--dirs", default="fwd,bwd", help="which kernels the sweep times: fwd, bwd or both")
     args = ap.parse_args()
     ns = [int(v) for v in args.ns.split(",")]
     t0 = time.time()
@@ -255,7 +258,7 @@ def main():
         small_batch()
     if not args.skip_sweep:
         with open(os.path.join(args.out, "tune.jsonl"), "w") as out:
-            sweep(out, ns)
+            sweep(out, ns, tuple(args.dirs.split(",")))
     print(f"tune.py done in {time.time() - t0:.0f} s")
 
 

@@ -13,16 +13,16 @@ per column block.
 Determinism and batch invariance are decided here, so the rules are written down once:
 
 * Everything that changes the arithmetic of a row (block size, rows per tile, split or not,
-  num_warps) is a function of N and the op only, never of M. A row's y and dx are therefore the
-  same bits whatever else is in the batch. So is the binary: Triton compiles a kernel anew for
-  integer arguments equal to 1 or divisible by 16, and the compiler may then lay the row out
-  differently over the threads, which changes the order of ``tl.sum`` (a GPU run caught rstd
-  differing between a batch of 1 and of 2, and this fix cured it; the code was not compared). So
-  the kernels never specialize on the arguments that depend on the batch (M, rows per program:
-  ``do_not_specialize``). Those that remain (strides, pointer alignment) are the same for every
-  sub-batch of a tensor, since a sub-batch keeps the row stride: a stride divisible by 16 keeps
-  every row start's alignment, any other gives none. And no multiply and add is contracted to an
-  FMA, which differed between binaries too.
+  num_warps) is a function of N, the op and the GPU model only (``tables``), never of M. A row's y
+  and dx are therefore the same bits whatever else is in the batch. So is the binary: Triton
+  compiles a kernel anew for integer arguments equal to 1 or divisible by 16, and the compiler may
+  then lay the row out differently over the threads, which changes the order of ``tl.sum`` (a GPU
+  run caught rstd differing between a batch of 1 and of 2, and this fix cured it; the code was not
+  compared). So the kernels never specialize on the arguments that depend on the batch (M, rows per
+  program: ``do_not_specialize``). Those that remain (strides, pointer alignment) are the same for
+  every sub-batch of a tensor, since a sub-batch keeps the row stride: a stride divisible by 16
+  keeps every row start's alignment, any other gives none. And no multiply and add is contracted to
+  an FMA, which differed between binaries too.
 * Every program owns at least one row and always writes its whole slice of the partial buffer (and
   the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
   rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
@@ -52,7 +52,10 @@ import triton.language as tl
 FP_FUSION = False
 # Longest row, in elements, that one forward program keeps in registers (above: the looped path).
 FWD_MAX_BLOCK = 32768
-FWD_LOOP_BLOCK = 8192
+# The looped path's chunk. Timed through the looped path at N = 32768, 16384-wide chunks beat
+# 8192-wide ones on both GPUs (H100 2842 against 2042 GB/s, H200 3660 against 3037, RMSNorm;
+# bench/results/profile-h100/tune.log, tune-h200.log); the longer rows that take it were not timed.
+FWD_LOOP_BLOCK = 16384
 FWD_LOOP_WARPS = 16
 # Longest row the backward keeps in one program (above: the split path, in column blocks). LayerNorm
 # holds dW and dB accumulators, so it spills (~250 GB/s) at 16384 where RMSNorm does not.
@@ -76,7 +79,8 @@ class Config:
     dot_warps: int = 8  # split path, first kernel: num_warps
 
 
-# Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/results/tune-h100.log has the last sweep).
+# Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/results/tune-h100.log and
+# profile-h100/tune.log have the sweeps); the tables of every GPU model without its own (GPU_TABLES).
 # Forward, one program per row tile: (block_n bound, rows, num_warps).
 FWD_TABLE: dict[str, list[tuple]] = {
     "rms": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 1, 8), (4096, 2, 8), (8192, 1, 16),
@@ -102,6 +106,57 @@ BWD_SPLIT: dict[str, Config] = {
 }
 
 
+@dataclass(frozen=True)
+class Tables:
+    """One GPU model's launch tables: forward and backward as FWD_TABLE and BWD_TABLE, and the
+    longest row a forward program keeps in registers."""
+
+    fwd: dict[str, list[tuple]]
+    bwd: dict[str, list[tuple]]
+    fwd_max_block: int
+
+
+# GPU models on which bench/tune.py's sweep picked other winners than on the H100, keyed by a word of
+# the device name. H200 (bench/results/tune-h200.log): fewer warps forward at 2048-16384 (+7-14%),
+# the looped path above 16384 (+14% RMSNorm, +11% LayerNorm at 32768), and LayerNorm's backward at
+# 8192 with prefetch and reload_w (+22%). Everywhere else the H100's entries were within 1% of its best.
+GPU_TABLES: dict[str, Tables] = {
+    "H200": Tables(
+        fwd={
+            "rms": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 2, 4), (4096, 2, 8), (8192, 1, 8),
+                    (16384, 1, 8)],
+            "ln": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 2, 4), (4096, 2, 8), (8192, 1, 8),
+                   (16384, 1, 8)],
+        },
+        bwd={
+            "rms": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
+                    (2048, 2, 8, 2, True, False), (4096, 1, 8, 2, True, False), (8192, 1, 16, 1, True, False),
+                    (16384, 1, 16, 1, False, True)],
+            "ln": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
+                   (2048, 2, 8, 2, False, False), (4096, 1, 8, 2, False, False), (8192, 1, 16, 1, True, True)],
+        },
+        fwd_max_block=16384,
+    ),
+}
+
+
+@functools.cache
+def _gpu_name(device_index: int) -> str:
+    return torch.cuda.get_device_name(device_index)
+
+
+def tables(device: torch.device | None = None) -> Tables:
+    """The launch tables for ``device``: its GPU model's if GPU_TABLES has them, else the H100's (and
+    on CPU). A property of the device, never of the batch."""
+    if device is not None and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        words = _gpu_name(index).split()
+        for model, t in GPU_TABLES.items():
+            if model in words:
+                return t
+    return Tables(FWD_TABLE, BWD_TABLE, FWD_MAX_BLOCK)
+
+
 def _lookup(table, block):
     for entry in table:
         if block <= entry[0]:
@@ -109,19 +164,20 @@ def _lookup(table, block):
     return table[-1][1:]
 
 
-def fwd_config(n: int, op: str = "rms") -> Config:
+def fwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> Config:
+    t = tables(device)
     block = max(16, triton.next_power_of_2(n))
-    if block > FWD_MAX_BLOCK:
+    if block > t.fwd_max_block:
         return Config(FWD_LOOP_BLOCK, 1, FWD_LOOP_WARPS, looped=True)
-    rows, warps = _lookup(FWD_TABLE[op], block)
+    rows, warps = _lookup(t.fwd[op], block)
     return Config(block, rows, warps)
 
 
-def bwd_config(n: int, op: str = "rms") -> Config:
+def bwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> Config:
     block = max(16, triton.next_power_of_2(n))
     if block > BWD_MAX_BLOCK[op]:
         return BWD_SPLIT[op]
-    rows, warps, pps, prefetch, reload_w = _lookup(BWD_TABLE[op], block)
+    rows, warps, pps, prefetch, reload_w = _lookup(tables(device).bwd[op], block)
     return Config(block, rows, warps, programs_per_sm=pps, prefetch=prefetch, reload_w=reload_w)
 
 

@@ -238,7 +238,7 @@ def _forward(x2, weight, bias, r2, eps, want_stats):
     rstd = torch.empty(m, dtype=torch.float32, device=dev) if want_stats else None
     if m == 0:
         return y, h, mean, rstd
-    cfg = L.fwd_config(n, "ln")
+    cfg = L.fwd_config(n, "ln", dev)
     _ln_fwd[(triton.cdiv(m, cfg.rows),)](
         x2, r2 if r2 is not None else x2, y, h if h is not None else y,
         weight if weight is not None else x2, bias if bias is not None else x2,
@@ -263,7 +263,7 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
     params = [weight if want_dw else None, bias if want_db else None]
     if m == 0:
         return dx, dr, [None if p is None else torch.zeros(n, dtype=p.dtype, device=dev) for p in params]
-    cfg = L.bwd_config(n, "ln")
+    cfg = L.bwd_config(n, "ln", dev)
     n_chunks = triton.cdiv(n, cfg.block_n)
     w_arg = weight if weight is not None else h2
     dots = dy2

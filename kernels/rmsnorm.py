@@ -132,8 +132,9 @@ def _rms_fwd(
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         s, s_x = _sums(h, CASTING, XDT)
         rstd, rstd_bwd = _rstd(s, s_x, N, eps, CASTING, XDT)
-        # the weight is loaded only now: held across the reductions it would cost registers
-        # (measured: -10% at N >= 8192), and at small M its load hides behind other programs'
+        # the weight is loaded only now: held across the reductions it costs registers (measured:
+        # -10% at N >= 8192 on an H100; on an H200 -35% at 16384 and spills at 32768,
+        # bench/results/tune-h200-early-weight.log), and its load hides behind other programs'
         w = offset
         if HAS_W:
             w = _weight(W, cols, cmask, offset, CASTING, XDT)
@@ -251,7 +252,7 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
     rstd = torch.empty(m, dtype=torch.float32, device=dev) if want_rstd else None
     if m == 0:
         return y, h, rstd
-    cfg = L.fwd_config(n)
+    cfg = L.fwd_config(n, "rms", dev)
     _rms_fwd[(triton.cdiv(m, cfg.rows),)](
         x2, r2 if r2 is not None else x2, y, h if h is not None else y,
         weight if weight is not None else x2, rstd if rstd is not None else y,
@@ -278,7 +279,7 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
     if m == 0:
         dw = torch.zeros(n, dtype=weight.dtype, device=dev) if want_dw else None
         return dx, dr, dw
-    cfg = L.bwd_config(n)
+    cfg = L.bwd_config(n, "rms", dev)
     n_chunks = triton.cdiv(n, cfg.block_n)
     w_arg = weight if weight is not None else h2
     dots = dy2

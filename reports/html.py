@@ -546,14 +546,16 @@ def fmt_n(n: int) -> str:
 def bandwidth_chart(
     title: str,
     lines: Mapping[str, Mapping[int, float]],
-    copy: Mapping[int, float],
+    copies: Mapping[str, Mapping[int, float]],
     width: int = 640,
     height: int = 300,
 ) -> Chart:
-    """An SVG line chart of GB/s against N (log2 axis) with the copy limit dashed on top."""
+    """An SVG line chart of GB/s against N (log2 axis) with each copy limit dashed (one per
+    benchmark file: files from different GPUs have different limits)."""
     box = {"left": 64.0, "right": width - 16.0, "top": 16.0, "bottom": height - 44.0}
-    ns = sorted({n for pts in lines.values() for n in pts} | set(copy))
-    top = max([v for pts in lines.values() for v in pts.values()] + list(copy.values()) + [1.0])
+    every_line = [*lines.values(), *copies.values()]
+    ns = sorted({n for pts in every_line for n in pts})
+    top = max([v for pts in every_line for v in pts.values()] + [1.0])
     step = nice_step(top * 1.05)
     y_max = step * math.ceil(top * 1.05 / step)
     lo, hi = math.log2(ns[0]), math.log2(ns[-1])
@@ -584,8 +586,7 @@ def bandwidth_chart(
         )
 
     out = [series(label, PALETTE[i % len(PALETTE)], pts) for i, (label, pts) in enumerate(lines.items())]
-    if copy:
-        out.append(series("copy limit", "#6b7280", copy, dashed=True))
+    out += [series(label, "#6b7280", pts, dashed=True) for label, pts in copies.items() if pts]
     return Chart(title, width, height, box, x_ticks, y_ticks, out)
 
 
@@ -682,14 +683,15 @@ def _chart_for(op: str, pass_: str, items: list[tuple[str, Bench]], multi: bool)
         if k not in largest or b.M > largest[k].M:
             largest[k] = b
     lines: dict[str, dict[int, float]] = {}
-    copy: dict[int, float] = {}
+    copies: dict[str, dict[int, float]] = {}
     for (label, kernel, dtype, n), b in sorted(largest.items()):
         name = kernel + (f" ({dtype})" if len(dtypes) > 1 else "") + (f" · {label}" if multi else "")
         lines.setdefault(name, {})[n] = b.gbps or 0.0
         if b.copy_gbps:
+            copy = copies.setdefault("copy limit" + (f" · {label}" if multi else ""), {})
             copy[n] = max(copy.get(n, 0.0), b.copy_gbps)
     pretty = {"forward": "forward", "forward_backward": "forward + backward"}.get(pass_, pass_)
-    chart = bandwidth_chart(f"{op} · {pretty}", lines, copy)
+    chart = bandwidth_chart(f"{op} · {pretty}", lines, copies)
     ms = sorted({b.M for b in largest.values()})
     chart.note = f"M = {', '.join(str(m) for m in ms)} (largest measured at each N)"
     return chart

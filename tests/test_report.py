@@ -240,6 +240,22 @@ def test_report_of_a_failing_run(tmp_path: Path):
     assert "580.159.04" in env and "2.11.0+cu130" in env
 
 
+def test_benchmarks_of_two_gpus_keep_their_own_copy_limits(tmp_path: Path):
+    """Each file's kernels and copy limit are lines of their own: one GPU's copy is not the
+    other's limit."""
+    data = json.loads((DATA / "bench.json").read_text())
+    for b in data["benchmarks"]:
+        if "N" in b["extra_info"]:  # (one benchmark is not normgate's)
+            b["extra_info"].update(gpu="NVIDIA H200", copy_gbps=4000 + b["extra_info"]["N"] / 1024)
+    (tmp_path / "h200.json").write_text(json.dumps(data))
+    html = report(tmp_path, "pass.jsonl", bench=("bench.json", str(tmp_path / "h200.json")))
+    assert_well_formed(html)
+    perf = section(html, "performance")
+    assert "copy limit · bench:" in perf and "copy limit · h200:" in perf
+    assert "copy limit: N=" not in perf
+    assert "copy limit · h200: N=1024, 4,001 GB/s" in perf and "copy limit · bench: N=1024, 2,650 GB/s" in perf
+
+
 def test_script_hash_in_csp_matches_the_script(tmp_path: Path):
     html = report(tmp_path, "pass.jsonl")
     scripts = re.findall(r"<script>(.*?)</script>", html, re.S)

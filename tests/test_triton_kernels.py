@@ -503,3 +503,55 @@ def test_a_single_row_keeps_its_row_stride():
     big = torch.zeros(2, 192)[:, :189]
     assert L.rows_2d(big[0:1], 189).stride() == L.rows_2d(big, 189).stride() == (192, 1)
     assert L.rows_2d(torch.zeros(2, 3, 200)[0:1, 0:1, :189], 189).stride() == (200, 1)
+
+
+def test_launch_tables_follow_the_gpu_model(monkeypatch):
+    """A GPU model with its own tables gets them, matched on a whole word of the device name; any
+    other GPU, and the CPU, gets the H100's."""
+    names = {0: "NVIDIA H200", 1: "NVIDIA H100 80GB HBM3", 2: "NVIDIA H200 NVL", 3: "NVIDIA GH200 480GB"}
+    monkeypatch.setattr(L, "_gpu_name", names.__getitem__)
+    h200 = L.GPU_TABLES["H200"]
+    assert L.tables(torch.device("cuda", 0)) is h200
+    assert L.tables(torch.device("cuda", 2)) is h200
+    for dev in (torch.device("cuda", 1), torch.device("cuda", 3), torch.device("cpu"), None):
+        t = L.tables(dev)
+        assert (t.fwd, t.bwd, t.fwd_max_block) == (L.FWD_TABLE, L.BWD_TABLE, L.FWD_MAX_BLOCK)
+    assert L.fwd_config(32768, "rms", torch.device("cuda", 0)).looped
+    assert not L.fwd_config(32768, "rms", torch.device("cuda", 1)).looped
+    assert L.bwd_config(8192, "ln", torch.device("cuda", 0)).reload_w
+    assert not L.bwd_config(8192, "ln", torch.device("cuda", 1)).reload_w
+
+
+@pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
+def test_every_launch_table_is_well_formed(model):
+    """Bounds rising powers of two up to the longest row each path keeps whole; rows and warps
+    powers of two; the backward's switches booleans."""
+    pow2 = lambda v: v > 0 and v & (v - 1) == 0  # noqa: E731
+    for t in (L.tables(None), L.GPU_TABLES[model]):
+        for op in ("rms", "ln"):
+            for table, width, top in ((t.fwd[op], 3, t.fwd_max_block), (t.bwd[op], 6, L.BWD_MAX_BLOCK[op])):
+                bounds = [e[0] for e in table]
+                assert bounds == sorted(set(bounds)) and all(map(pow2, bounds)) and bounds[-1] >= top, table
+                for entry in table:
+                    assert len(entry) == width and pow2(entry[1]) and pow2(entry[2]), entry
+                    assert all(isinstance(v, bool) for v in entry[4:]), entry
+
+
+@pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
+@pytest.mark.parametrize("n", [2048, 8192, 20000])
+def test_each_gpu_models_tables_compute_the_same_function(model, n, monkeypatch):
+    """Another GPU model's entries (its rows per tile, warps, LayerNorm's 8192 backward with
+    prefetch and reload_w, the looped forward above 16384 on an H200) run the same kernels to the
+    same bounds, here at the N where they differ from the H100's."""
+    def configs():
+        return [f(n, op) for f in (L.fwd_config, L.bwd_config) for op in ("rms", "ln")]
+
+    h100 = configs()
+    monkeypatch.setattr(L, "tables", lambda device=None: L.GPU_TABLES[model])
+    assert configs() != h100
+    x, w, r, dy, y, _ = _rms_case((3, n), torch.bfloat16, torch.float32, "gemma", 0.0, seed=7)
+    ye, mag, dx, dxm, dw, dwm = _rms_expected(x, w, r, dy, torch.bfloat16, "gemma", 0.0)
+    _check(y, ye, mag, n, "y")
+    _check(x.grad, dx, dxm, n, "dx")
+    _check(w.grad, dw, dwm, 3 + n, "dw")
+    _ln_run((3, n), torch.bfloat16, torch.float32, seed=7)
