@@ -111,7 +111,8 @@ def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool
 OUT_OF_MEMORY = "out of memory: "
 # A check that ran out of memory is run again this many times, after the process returned its
 # cached memory: a case is a pure function of its inputs, and memory is what other work on the
-# device (other workers, other programs) happens to hold at that moment.
+# device (other workers, other programs) happens to hold at that moment. The last try may go beyond
+# the worker's share of a shared GPU (runner.beyond_the_share).
 OOM_RETRIES = 2
 
 
@@ -140,7 +141,8 @@ def _memory_note(device: str) -> str:
     sharing = workers_per_gpu()
     if device.startswith("cuda") and sharing > 1:
         return (f"; {sharing} workers share this GPU and each may use 1/{sharing} of {GPU_MEMORY_SHARED:.0%} "
-                "of its memory: run fewer --workers for cases this big")
+                "of its memory (a last try with all the memory the GPU had free failed too): run fewer "
+                "--workers for cases this big")
     return ""
 
 
@@ -149,9 +151,13 @@ def guarded(check):
 
     def run(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
         t0 = time.perf_counter()
+        from .runner import beyond_the_share  # runner imports this module
+
         for attempt in range(OOM_RETRIES + 1):
+            last_try = attempt == OOM_RETRIES
             try:
-                res = check(cand, op, case, ctx)
+                with beyond_the_share(ctx.device) if last_try else contextlib.nullcontext():
+                    res = check(cand, op, case, ctx)
                 break
             except Exception as e:  # noqa: BLE001 - a kernel's exception is a result, not a crash
                 oom, reason = _out_of_memory(e), _describe(e)

@@ -8,11 +8,12 @@ shrink steps led to the minimal one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -207,8 +208,8 @@ def process_setup(device: str, threads: int | None = None) -> None:
     repeat check's digests) would otherwise depend on the machine and the number of workers.
     On a GPU shared by several workers, an even share of its memory each: a worker's caching
     allocator keeps what it freed, and would otherwise starve the others into random
-    out-of-memory errors; with a share, it returns its cache when it reaches the share, and a case
-    too big for one share fails the same way every time (checks.py says how to avoid it)."""
+    out-of-memory errors; with a share, it returns its cache when it reaches the share. A case too
+    big for one share gets a last try beyond it (beyond_the_share)."""
     if threads is None and device == "cpu":
         threads = 1
     if device == "cpu":
@@ -221,9 +222,32 @@ def process_setup(device: str, threads: int | None = None) -> None:
     memory.enable_uninitialized_fill()
     if threads:
         torch.set_num_threads(threads)
-    sharing = workers_per_gpu()
-    if device.startswith("cuda") and sharing > 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARED / sharing)
+    if _shares_a_gpu(device):
+        torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARED / workers_per_gpu())
+
+
+def _shares_a_gpu(device: str) -> bool:
+    import torch
+
+    return device.startswith("cuda") and workers_per_gpu() > 1 and torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def beyond_the_share(device: str) -> Iterator[None]:
+    """For a case too big for one worker's share of the GPU (checks.guarded's last try): whatever
+    memory the GPU has free, then the share again, with the cache returned. The share guards the
+    workers against one another's caches; it is not meant to cap what a single case may use."""
+    if not _shares_a_gpu(device):
+        yield
+        return
+    import torch
+
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    try:
+        yield
+    finally:
+        torch.cuda.empty_cache()
+        torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARED / workers_per_gpu())
 
 
 def interpreter_on() -> bool:

@@ -1,8 +1,11 @@
 """Each check fails on a kernel that has the bug it is for, and passes a correct one."""
 
+import contextlib
+
+import pytest
 import torch
 
-from normgate import checks
+from normgate import checks, runner
 from normgate.candidates import Candidate
 from normgate.case import Case
 from normgate.kernels import baselines as B
@@ -179,9 +182,18 @@ def test_out_of_memory_is_retried_and_a_lasting_one_says_so(monkeypatch):
         raise RuntimeError("CUDA out of memory. Tried to allocate 256.00 MiB")
 
     calls.clear()
+    tries_beyond_the_share = []
+
+    @contextlib.contextmanager
+    def recording(device):
+        tries_beyond_the_share.append(len(calls))
+        yield
+
+    monkeypatch.setattr(runner, "beyond_the_share", recording)
     r = checks.accuracy(cand(always_short), RMS, case(), CTX)
     assert r.verdict == "error" and r.reason.startswith(checks.OUT_OF_MEMORY)
     assert len(calls) == 1 + checks.OOM_RETRIES
+    assert tries_beyond_the_share == [checks.OOM_RETRIES]  # the last try only
     monkeypatch.setenv("NORMGATE_WORKERS_PER_GPU", "16")  # on a GPU that 16 workers share
     note = checks._memory_note("cuda")
     assert "16 workers share this GPU" in note and "fewer --workers" in note
@@ -192,6 +204,26 @@ def test_out_of_memory_is_retried_and_a_lasting_one_says_so(monkeypatch):
 
     calls.clear()
     assert checks.accuracy(cand(wrong_once), RMS, case(), CTX).verdict == "error" and len(calls) == 1
+
+
+def test_the_last_try_goes_beyond_the_share_and_returns_to_it(monkeypatch):
+    """On a GPU that workers share, a case too big for one share gets whatever the GPU has free,
+    once; then the share is set again and the cache returned, even when that try fails too."""
+    fractions, emptied = [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, *a: fractions.append(f))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    monkeypatch.setenv("NORMGATE_WORKERS_PER_GPU", "12")
+    with pytest.raises(RuntimeError), runner.beyond_the_share("cuda"):
+        assert fractions == [1.0]
+        raise RuntimeError("CUDA out of memory")
+    assert fractions == [1.0, runner.GPU_MEMORY_SHARED / 12] and emptied
+    monkeypatch.setenv("NORMGATE_WORKERS_PER_GPU", "1")  # a GPU of its own: no share to lift
+    with runner.beyond_the_share("cuda"):
+        pass
+    with runner.beyond_the_share("cpu"):
+        pass
+    assert len(fractions) == 2
 
 
 def test_beyond_the_domain_is_a_range_limit_not_a_failure():
