@@ -134,7 +134,7 @@ def _rms_fwd(
         rstd, rstd_bwd = _rstd(s, s_x, N, eps, CASTING, XDT)
         # the weight is loaded only now: held across the reductions it costs registers (measured:
         # -10% at N >= 8192 on an H100; on an H200 -35% at 16384 and spills at 32768,
-        # bench/results/tune-h200-early-weight.log), and its load hides behind other programs'
+        # bench/results/tune-h200-early-weight.log)
         w = offset
         if HAS_W:
             w = _weight(W, cols, cmask, offset, CASTING, XDT)
