@@ -116,25 +116,24 @@ class Tables:
     fwd_max_block: int
 
 
+def _replacing(table: list[tuple], *entries: tuple) -> list[tuple]:
+    """``table`` with the entries of the same bounds as ``entries`` replaced by them."""
+    new = {e[0]: e for e in entries}
+    missing = set(new) - {e[0] for e in table}
+    if missing:
+        raise ValueError(f"no entry of bound {sorted(missing)} to replace")
+    return [new.get(e[0], e) for e in table]
+
+
 # GPU models on which bench/tune.py's sweep picked other winners than on the H100, keyed by a word of
 # the device name. H200 (bench/results/tune-h200.log): fewer warps forward at 2048-16384 (+7-14%),
 # the looped path above 16384 (+14% RMSNorm, +11% LayerNorm at 32768), and LayerNorm's backward at
 # 8192 with prefetch and reload_w (+22%). Everywhere else the H100's entries were within 1% of its best.
 GPU_TABLES: dict[str, Tables] = {
     "H200": Tables(
-        fwd={
-            "rms": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 2, 4), (4096, 2, 8), (8192, 1, 8),
-                    (16384, 1, 8)],
-            "ln": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 2, 4), (4096, 2, 8), (8192, 1, 8),
-                   (16384, 1, 8)],
-        },
-        bwd={
-            "rms": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
-                    (2048, 2, 8, 2, True, False), (4096, 1, 8, 2, True, False), (8192, 1, 16, 1, True, False),
-                    (16384, 1, 16, 1, False, True)],
-            "ln": [(256, 16, 4, 2, True, False), (512, 8, 4, 2, True, False), (1024, 4, 4, 2, True, False),
-                   (2048, 2, 8, 2, False, False), (4096, 1, 8, 2, False, False), (8192, 1, 16, 1, True, True)],
-        },
+        fwd={"rms": _replacing(FWD_TABLE["rms"], (2048, 2, 4), (8192, 1, 8), (16384, 1, 8)),
+             "ln": _replacing(FWD_TABLE["ln"], (2048, 2, 4))},
+        bwd={"rms": BWD_TABLE["rms"], "ln": _replacing(BWD_TABLE["ln"], (8192, 1, 16, 1, True, True))},
         fwd_max_block=16384,
     ),
 }
