@@ -6,11 +6,7 @@
 set -uo pipefail
 OUT=${OUT:-bench/results}
 export PYTHONUNBUFFERED=1
-# the peers come as wheels (.whl/, see README): without them their rows are skipped, not failed
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl >/dev/null \
-    && export PYTHONPATH=/tmp/site
-fi
+source "$(dirname "$0")/../scripts/carried-wheels.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 case "${1:-bench}" in

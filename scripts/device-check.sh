@@ -8,9 +8,7 @@ examples=${2:-100}
 shift $(( $# >= 2 ? 2 : 1 ))
 mkdir -p "$out"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 3
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null && export PYTHONPATH=/tmp/site
-fi
+source "$(dirname "$0")/carried-wheels.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 normgate list --device cuda > "$out/kernels.txt"
 start=$(date +%s)

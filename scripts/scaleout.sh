@@ -11,9 +11,7 @@ shift $(( $# >= 3 ? 3 : $# ))
 extra=("$@")
 mkdir -p "$out"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 3
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null && export PYTHONPATH=/tmp/site
-fi
+source "$(dirname "$0")/carried-wheels.sh"
 nvidia-smi --query-gpu=index,name --format=csv,noheader
 gpus=$(nvidia-smi -L | wc -l)
 timed_run() {  # name, the GPUs it may use, how many of them
