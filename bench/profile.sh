@@ -7,6 +7,7 @@ set -uo pipefail
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/../scripts/carried-wheels.sh"  # its default cases profile Liger-Kernel too
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/profile-gpu.txt"
 timeout "${TUNE_S:-240}" python3 bench/tune.py --out "$OUT" --ns "${NS:-16384,32768}" --sweep-only 2>&1 | tee "$OUT/profile-tune.log"
 METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum
