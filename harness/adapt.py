@@ -159,6 +159,20 @@ def known_reader(cls: type) -> tuple[type, Callable[[Any], Semantics]] | None:
     return None
 
 
+def forward_override(cls: type, known: type) -> type | None:
+    """The class between ``cls`` and its known ancestor that defines its own ``forward``, if any.
+
+    A known class is read from what its forward computes; a subclass that replaces forward (Unsloth's
+    drop-in ``LlamaRMSNorm`` runs its own Triton kernel) computes whatever its code does, which its
+    parent's name says nothing about."""
+    for klass in cls.__mro__:
+        if klass is known:
+            return None
+        if "forward" in vars(klass):
+            return klass
+    return None
+
+
 def _read_unknown(m) -> Semantics:
     """What can be read from any module without knowing its class: parameters, eps, offset."""
     sem = Semantics()
@@ -322,7 +336,7 @@ def _snake(name: str) -> str:
 
 
 def adapt(obj: Any, *, name: str | None = None, eps: Any = _FIXED, call_kwargs: dict[str, Any] | None = None,
-          register: bool = False, **overrides: Any) -> Candidate:
+          register: bool = False, as_parent: bool | None = None, **overrides: Any) -> Candidate:
     """A :class:`~normgate.Candidate` that runs ``obj`` (an ``nn.Module`` or a function) on every case.
 
     Overrides (each one replaces what was read, or supplies what could not be):
@@ -333,16 +347,32 @@ def adapt(obj: Any, *, name: str | None = None, eps: Any = _FIXED, call_kwargs: 
     ``dtypes``, ``devices``, ``backward``, ``strided``, ``full_range``, ``description``.
     ``call_kwargs`` are passed to a function on every call. ``register=True`` adds the candidate to the
     registry (for ``normgate list`` and ``normgate run``).
+
+    A subclass of a known class that defines its own ``forward`` is refused unless ``as_parent`` says
+    how to read it: ``as_parent=True`` reads it as its known parent (its forward computes the same
+    variant), ``as_parent=False`` as an unknown class (described by the overrides).
     """
     import torch
 
     unknown = set(overrides) - set(_OVERRIDABLE) - set(_CANDIDATE)
     if unknown:
-        raise TypeError(f"normgate.adapt got unknown overrides {sorted(unknown)}; "
-                        f"known: {', '.join(('name', 'eps', 'call_kwargs', 'register') + _OVERRIDABLE + _CANDIDATE)}")
+        known_args = ("name", "eps", "call_kwargs", "register", "as_parent") + _OVERRIDABLE + _CANDIDATE
+        raise TypeError(f"normgate.adapt got unknown overrides {sorted(unknown)}; known: {', '.join(known_args)}")
     is_module = isinstance(obj, torch.nn.Module)
     cls = type(obj) if is_module else None
     known = known_reader(cls) if cls is not None else None
+    if known is not None and as_parent is not True:
+        own = forward_override(cls, known[0])
+        if own is not None and as_parent is None:
+            parent = f"{known[0].__module__}.{known[0].__name__}"
+            raise AdaptError(
+                f"normgate.adapt: {cls.__module__}.{cls.__qualname__} subclasses {parent} but "
+                f"{own.__qualname__} defines its own forward, so what it computes cannot be read from "
+                f"{known[0].__name__}: pass as_parent=True if that forward computes exactly what "
+                f"{known[0].__name__}'s does, or as_parent=False with overrides that describe it "
+                "(op=, casting=, offset=, out=, eps_attr=)")
+        if own is not None:
+            known = None
     if known is not None:
         sem = known[1](obj)
         source = f"{known[0].__module__}.{known[0].__name__}"

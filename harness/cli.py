@@ -420,7 +420,9 @@ def _print_worst(cand, op, case, ctx, top: int) -> None:
               f"({'ok' if c.ok else 'FAIL'})")
         print(f"  {'index':<14} {'expected':>14} {'got':>14} {'ULP':>10} {'bound ULP':>10}")
         for w in c.worst:
-            print(f"  {str(tuple(w['index'])):<14} {w['expected']:>14.7g} {w['got']:>14.7g} "
+            # worst elements keep NaN and inf as the strings "nan", "inf", "-inf" (JSON has no
+            # such numbers); float() reads them back, and those are the elements that matter most
+            print(f"  {str(tuple(w['index'])):<14} {float(w['expected']):>14.7g} {float(w['got']):>14.7g} "
                   f"{float(w['ulp']):>10.4g} {float(w['bound_ulp']):>10.4g}")
 
 
