@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .names import split_dtype_pair
+
 DTYPES: dict[str, torch.dtype] = {
     "fp64": torch.float64,
     "fp32": torch.float32,
@@ -28,13 +30,7 @@ def name_of(dtype: torch.dtype) -> str:
     return NAMES.get(dtype, str(dtype).replace("torch.", ""))
 
 
-def split_pair(spec: str) -> tuple[str, str]:
-    """``"bf16/fp32"`` -> ``("bf16", "fp32")``; ``"bf16"`` -> ``("bf16", "bf16")``."""
-    x, _, p = spec.partition("/")
-    to_torch(x)
-    if p:
-        to_torch(p)
-    return x, p or x
+split_pair = split_dtype_pair
 
 
 def join_pair(x: str, p: str) -> str:

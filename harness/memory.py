@@ -13,6 +13,7 @@ Two ways to make a read of memory nobody wrote visible:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import warnings
 
@@ -39,8 +40,15 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode())
-        h.update(_bits(tensors[name]).cpu().numpy().tobytes())
+        h.update(_raw_bytes(_bits(tensors[name]).cpu().contiguous()))
     return h.hexdigest()[:16]
+
+
+def _raw_bytes(t: torch.Tensor) -> memoryview:
+    """A contiguous CPU tensor's bytes, without a copy and without numpy (which a GPU install may
+    lack): a ctypes view of its storage, valid while ``t`` lives."""
+    n = t.numel() * t.element_size()
+    return memoryview((ctypes.c_char * n).from_address(t.data_ptr())) if n else memoryview(b"")
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from .names import CHECKS
+
 
 @dataclass(frozen=True)
 class CheckProfile:
@@ -33,7 +35,7 @@ class CheckProfile:
     checks: tuple[str, ...]
 
 
-ALL_CHECKS = ("accuracy", "contract", "repeat", "poisoned", "batch_invariance")
+ALL_CHECKS = CHECKS
 PROFILES = {
     "dev": CheckProfile(8, ALL_CHECKS),
     "ci": CheckProfile(30, ALL_CHECKS),

@@ -66,7 +66,9 @@ def test_no_false_alarm_on_any_correct_candidate(runs):
     assert all(r["cases"] > 0 for r in rows)
     assert {"zoo_triton_rmsnorm", "zoo_triton_layernorm", "torch_rms_norm"} <= {r["candidate"] for r in rows}
     for proc, m in runs.values():
-        assert proc.returncode == (1 if m["summary"]["unexplained_misses"] else 0), proc.stderr[-3000:]
+        s = m["summary"]
+        assert s["errors"] == 0, [r["error_reasons"] for r in m["mutants"] + m["correct"] if r["errors"]]
+        assert proc.returncode == (1 if s["unexplained_misses"] else 0), proc.stderr[-3000:]
 
 
 def test_summary_matches_rows(runs):
@@ -74,7 +76,7 @@ def test_summary_matches_rows(runs):
     s = m["summary"]
     counted = [r for r in m["mutants"] if not r["equivalent"]]
     assert s["killed"] == sum(r["killed"] for r in counted) and s["counted"] == len(counted)
-    assert s["conventional_killed"] == sum(bool(r["conventional"]) for r in counted)
+    assert s["conventional_killed"] == sum(r["conventional"] == "fail" for r in counted)
     # the conventional test must not fail a correct kernel either, or the comparison is unfair
     assert s["conventional_false_alarms"] == 0
 
@@ -86,3 +88,50 @@ def test_a_kill_replays(runs):
     assert parts[:2] == ["normgate", "replay"] and "--load" in parts
     proc = normgate_cli(*parts[1:], "--device", "cpu")
     assert proc.returncode == 1, proc.stdout + proc.stderr
+
+
+def test_an_error_is_never_a_kill():
+    """A mutant whose every line is an error (a missing package, a broken environment) is not
+    killed, and a correct candidate's errors are not false alarms: both are reported as errors."""
+    from normgate.zoo import catalog, matrix
+
+    mutant = catalog.MUTANTS[0]
+    error = {"type": "result", "verdict": "error", "check": "accuracy", "dtype": "fp32", "shape": [1, 4],
+             "case": "c", "reason": "RuntimeError: Numpy is not available", "examples": 1}
+    lines = [{**error, "kernel": mutant.candidate}, {**error, "kernel": "torch_rms_norm"},
+             {"type": "task", "kernel": mutant.candidate, "cases": 1}, {"type": "task", "kernel": "torch_rms_norm",
+                                                                          "cases": 1}]
+    conventional = {mutant.candidate: ("error", "ImportError: no numpy"), "torch_rms_norm": ("error", "same")}
+    m = matrix.build(lines, ["torch_rms_norm"], [mutant], "cpu", conventional)
+    row = m["mutants"][0]
+    assert not row["killed"] and row["errors"] == 1 and row["cases_to_kill"] is None
+    s = m["summary"]
+    assert s["killed"] == 0 and s["errored_mutants"] == [mutant.name] and s["errors"] == 2
+    assert s["false_alarms"] == 0 and s["conventional_killed"] == 0 and s["conventional_false_alarms"] == 0
+    assert s["conventional_errors"] == 2
+    assert "ERROR" in matrix.render(m)
+
+
+def test_the_conventional_test_tells_a_failed_assertion_from_an_error():
+    import torch
+
+    from normgate.candidates import Candidate
+    from normgate.properties.rmsnorm import RMSNormVariant
+    from normgate.zoo import conventional
+
+    def broken_environment(x, w, eps):
+        raise ImportError("a package the kernel needs is missing")
+
+    def wrong(x, w, eps):
+        return x * 2
+
+    def right(x, w, eps):
+        h = x.float()
+        return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+
+    def cand(fn):
+        return Candidate(name="c", fn=fn, op="rmsnorm", variant=RMSNormVariant(casting="llama"), dtypes=("fp32",))
+
+    assert conventional.check(cand(broken_environment))[0] == "error"
+    assert conventional.check(cand(wrong))[0] == "fail"
+    assert conventional.check(cand(right)) == ("pass", "")

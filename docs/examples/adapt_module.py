@@ -22,11 +22,12 @@ class FastNorm(torch.nn.Module):
         return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps) * (1 + self.weight.float())).to(x.dtype)
 
 
-try:
-    normgate.adapt(FastNorm(4096))
-except normgate.adapt.AdaptError as e:  # what could not be read, and the override that supplies it
-    print(e)
-
+# Its variant is stated; eps is read from its one eps attribute, `eps`.
 fast = normgate.adapt(FastNorm(4096), name="fast_norm", op="rmsnorm", casting="gemma", offset=1.0, out="input",
                       register=True)  # register=True: `normgate run --load this_file.py --kernels fast_norm`
 print(fast.name, fast.variant.key())
+
+try:
+    normgate.adapt(FastNorm(4096))
+except normgate.adapt.AdaptError as e:  # unstated, it is refused: what could not be read, and the override
+    print(e)

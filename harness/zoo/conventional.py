@@ -44,8 +44,10 @@ def _run(fn, x, params, residual, dy, dh):
     return result
 
 
-def check(cand: Candidate, device: str = "cpu") -> str:
-    """Run the conventional test on a candidate; return "" if it passes, else why it failed."""
+def check(cand: Candidate, device: str = "cpu") -> tuple[str, str]:
+    """Run the conventional test on a candidate: ("pass", ""), ("fail", why) when an assertion
+    failed, or ("error", why) when the test could not run (the kernel or its environment raised):
+    an error is never counted as a catch."""
     op = get_op(cand.op)
     variant = cand.variant
     shapes, tolerances = (LN_SHAPES, LN_TOLERANCES) if cand.op == "layernorm" else (RMS_SHAPES, RMS_TOLERANCES)
@@ -70,6 +72,8 @@ def check(cand: Candidate, device: str = "cpu") -> str:
                 for name, w in want.items():
                     torch.testing.assert_close(got[name], w, atol=atol, rtol=rtol,
                                                msg=lambda m, name=name: f"{name}: {m}")
-            except Exception as e:  # noqa: BLE001 - any failure of the test is a catch
-                return f"{dname} {'x'.join(map(str, shape))}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-    return ""
+            except Exception as e:  # noqa: BLE001 - recorded either way, a catch only if an assertion
+                verdict = "fail" if isinstance(e, AssertionError) else "error"
+                first = (str(e).splitlines() or [""])[0][:200]
+                return verdict, f"{dname} {'x'.join(map(str, shape))}: {type(e).__name__}: {first}"
+    return "pass", ""

@@ -2,11 +2,13 @@
 way ``normgate run`` runs them (worker processes, hypothesis search and shrinking, results lines),
 then a kill matrix built from those lines.
 
-For a mutant: caught or not, by which checks, after how many generated cases (the ``examples``
+For a mutant: caught or not (a ``fail`` line; an ``error`` is never a catch, since a kernel can
+error for reasons that have nothing to do with its bug, a missing package among them), by which
+checks, after how many generated cases (the ``examples``
 count the runner records on a failing line: cases drawn up to and including the first failure of
 that kernel/dtype/check task; the matrix takes the smallest over tasks), and the size of the
-shrunk repro (rows x N of the smallest failing case). For a correct candidate: cases run and false
-alarms (any fail or error).
+shrunk repro (rows x N of the smallest failing case), and its errors apart. For a correct candidate:
+cases run, false alarms (fail lines) and errors apart.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def _size(line: dict) -> tuple[int, int]:
 
 
 def build(lines: list[dict], correct: list[str], mutants: list[catalog.Mutant], device: str,
-          conventional_catches: dict[str, str] | None = None) -> dict:
+          conventional: dict[str, tuple[str, str]] | None = None) -> dict:
     """The kill matrix from results lines."""
     by_kernel: dict[str, list[dict]] = {}
     cases: dict[str, int] = {}
@@ -98,7 +100,8 @@ def build(lines: list[dict], correct: list[str], mutants: list[catalog.Mutant], 
             cases[ln["kernel"]] = cases.get(ln["kernel"], 0) + int(ln.get("cases") or 0)
     rows = []
     for m in mutants:
-        fails = [ln for ln in by_kernel.get(m.candidate, []) if ln["verdict"] in ("fail", "error")]
+        fails = [ln for ln in by_kernel.get(m.candidate, []) if ln["verdict"] == "fail"]
+        errors = [ln for ln in by_kernel.get(m.candidate, []) if ln["verdict"] == "error"]
         per_check = {}
         for ln in fails:
             c = per_check.setdefault(ln["check"], {"tasks": 0, "cases": None, "repro": None})
@@ -120,18 +123,21 @@ def build(lines: list[dict], correct: list[str], mutants: list[catalog.Mutant], 
                 "check": smallest["check"], "case": smallest["case"], "reason": smallest["reason"][:300],
                 "replay": smallest.get("replay", "")},
             "cases": cases.get(m.candidate, 0),
+            "errors": len(errors), "error_reasons": _reasons(errors),
         }
-        if conventional_catches is not None:
-            row["conventional"] = conventional_catches.get(m.candidate, "")
+        if conventional is not None:
+            row["conventional"], row["conventional_reason"] = conventional.get(m.candidate, ("error", "not run"))
         rows.append(row)
     correct_rows = []
     for name in correct:
-        bad = [ln for ln in by_kernel.get(name, []) if ln["verdict"] in ("fail", "error")]
+        bad = [ln for ln in by_kernel.get(name, []) if ln["verdict"] == "fail"]
+        errors = [ln for ln in by_kernel.get(name, []) if ln["verdict"] == "error"]
         row = {"candidate": name, "cases": cases.get(name, 0), "false_alarms": len(bad),
                "failures": [{"check": ln["check"], "dtype": ln["dtype"], "reason": ln["reason"][:300],
-                             "replay": ln.get("replay", "")} for ln in bad]}
-        if conventional_catches is not None:
-            row["conventional"] = conventional_catches.get(name, "")
+                             "replay": ln.get("replay", "")} for ln in bad],
+               "errors": len(errors), "error_reasons": _reasons(errors)}
+        if conventional is not None:
+            row["conventional"], row["conventional_reason"] = conventional.get(name, ("error", "not run"))
         correct_rows.append(row)
     counted = [r for r in rows if not r["equivalent"]]
     killed = [r for r in counted if r["killed"]]
@@ -149,15 +155,28 @@ def build(lines: list[dict], correct: list[str], mutants: list[catalog.Mutant], 
         "by_check": {ck: sum(1 for r in killed if ck in r["checks"]) for ck in CHECKS},
         "correct": len(correct_rows), "correct_cases": sum(r["cases"] for r in correct_rows),
         "false_alarms": sum(r["false_alarms"] for r in correct_rows),
+        # errors are neither kills nor false alarms: each is a check that could not be made
+        "errored_mutants": [r["mutant"] for r in counted if r["errors"] and not r["killed"]],
+        "errors": sum(r["errors"] for r in rows) + sum(r["errors"] for r in correct_rows),
     }
-    if conventional_catches is not None:
-        summary["conventional_killed"] = sum(1 for r in counted if r.get("conventional"))
-        summary["conventional_false_alarms"] = sum(1 for r in correct_rows if r.get("conventional"))
+    if conventional is not None:
+        summary["conventional_killed"] = sum(1 for r in counted if r["conventional"] == "fail")
+        summary["conventional_false_alarms"] = sum(1 for r in correct_rows if r["conventional"] == "fail")
+        summary["conventional_errors"] = sum(1 for r in rows + correct_rows if r["conventional"] == "error")
     return {"device": device, "interpreter": interpreter_on(), "summary": summary, "mutants": rows,
             "correct": correct_rows}
 
 
-def run_conventional(names: list[str], device: str) -> dict[str, str]:
+def _reasons(lines: list[dict], k: int = 3) -> list[str]:
+    """The first few distinct reasons, for a reader to see why at a glance."""
+    out: list[str] = []
+    for ln in lines:
+        if ln["reason"][:300] not in out:
+            out.append(ln["reason"][:300])
+    return out[:k]
+
+
+def run_conventional(names: list[str], device: str) -> dict[str, tuple[str, str]]:
     from normgate import candidates
 
     return {n: conventional.check(candidates.get(n), device) for n in names}
@@ -171,12 +190,15 @@ def render(matrix: dict) -> str:
     out = [head + ("  conventional" if conv else "")]
     for r in matrix["mutants"]:
         rep = f"{r['repro']['rows']}x{r['repro']['n']}" if r["repro"] else "-"
-        killed = "yes" if r["killed"] else ("equiv" if r["equivalent"] else "known" if r["known_miss"] else "NO")
+        killed = "yes" if r["killed"] else ("equiv" if r["equivalent"] else "known" if r["known_miss"]
+                                            else "ERROR" if r["errors"] else "NO")
         checks = ",".join(r["checks"]) or "-"
         line = f"{r['mutant']:<24} {killed:<7} {checks:<34} {r['cases_to_kill'] or '-':>5} {rep:>9}"
         if conv:
-            line += "  " + ("caught" if r["conventional"] else "missed")
+            line += "  " + {"fail": "caught", "pass": "missed"}.get(r["conventional"], "error")
         out.append(line)
+        if r["errors"] and not r["killed"]:
+            out.append(f"    errored, not killed: {r['error_reasons'][0][:160]}")
         if r["equivalent"]:
             out.append(f"    equivalent here: {r['equivalent']}")
         elif r["known_miss"] and not r["killed"]:
@@ -185,11 +207,15 @@ def render(matrix: dict) -> str:
     out.append(f"{'correct candidate':<32} {'cases':>6} {'false alarms':>13}" + ("  conventional" if conv else ""))
     for r in matrix["correct"]:
         line = f"{r['candidate']:<32} {r['cases']:>6} {r['false_alarms']:>13}"
+        if r["errors"]:
+            line += f"  ({r['errors']} errors)"
         if conv:
-            line += "  " + ("FAILS" if r["conventional"] else "passes")
+            line += "  " + {"fail": "FAILS", "pass": "passes"}.get(r["conventional"], "errors")
         out.append(line)
         for f in r["failures"][:3]:
             out.append(f"    {f['check']} {f['dtype']}: {f['reason'][:160]}")
+        for reason in r["error_reasons"][:1]:
+            out.append(f"    error: {reason[:160]}")
     out.append("")
     out.append(f"killed {s['killed']}/{s['counted']} mutants ({s['equivalent']} equivalent here, not counted)"
                + (f"; missed: {', '.join(s['missed'])}" if s["missed"] else ""))
@@ -198,9 +224,14 @@ def render(matrix: dict) -> str:
                f"{s['max_cases_to_kill']}; shrunk repros: median {s['median_repro_elements']} elements, "
                f"{s['repros_within_64']} of {s['killed']} within 64")
     out.append(f"correct candidates: {s['correct']}, {s['correct_cases']} cases, {s['false_alarms']} false alarms")
+    if s["errors"]:
+        out.append(f"errors (not counted as kills or false alarms): {s['errors']} lines"
+                   + (f"; mutants that only errored: {', '.join(s['errored_mutants'])}" if s["errored_mutants"]
+                      else ""))
     if conv:
         out.append(f"conventional test (Liger-Kernel's shapes and tolerances): killed {s['conventional_killed']}/"
-                   f"{s['counted']} mutants, {s['conventional_false_alarms']} false alarms")
+                   f"{s['counted']} mutants, {s['conventional_false_alarms']} false alarms"
+                   + (f", {s['conventional_errors']} errors" if s["conventional_errors"] else ""))
     return "\n".join(out)
 
 
