@@ -40,7 +40,12 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode())
-        h.update(_raw_bytes(_bits(tensors[name]).cpu().contiguous()))
+        # the CPU copy must outlive the view of its bytes: a temporary freed inside _raw_bytes left
+        # the view on freed memory, and on an H200 the repeat check's worker died of SIGSEGV on
+        # cases big enough for the copy to be unmapped when freed (3,745 x 7,149 and up)
+        cpu = _bits(tensors[name]).cpu().contiguous()
+        h.update(_raw_bytes(cpu))
+        del cpu
     return h.hexdigest()[:16]
 
 
