@@ -227,7 +227,9 @@ def cmd_run(args) -> int:
             opts = Options(device=args.device, workers=workers, loads=tuple(args.load or ()),
                            case_timeout=args.timeout, task_timeout=args.kernel_timeout,
                            gpus=_gpu_count() if args.device == "cuda" else 0)
-            Pool(opts, writer.write, progress.event).run(tasks_todo)
+            from .runner import schedule
+
+            Pool(opts, writer.write, progress.event).run(schedule(tasks_todo))
     except KeyboardInterrupt:
         interrupted = True
         name = signal.Signals(stopped_by[0]).name if stopped_by else "SIGINT"
@@ -328,6 +330,11 @@ class Progress:
 
     def __init__(self, total: int, done: int = 0):
         self.total, self.done = total, done
+    from . import compiletime
+
+    spent = compiletime.describe(compiletime.split(lines))
+    if spent:
+        print(f"normgate: {spent}", file=sys.stderr)
         self.cases = 0
         self.counts: Counter = Counter()
         self.tty = sys.stderr.isatty()

@@ -15,7 +15,7 @@ from typing import IO
 from . import __version__
 
 VERDICTS = ("pass", "fail", "error", "skip", "range")
-TIMING_FIELDS = ("duration_s", "date", "elapsed_s", "argv", "workers")
+TIMING_FIELDS = ("duration_s", "date", "elapsed_s", "argv", "workers", "compile_s", "compiles")
 
 
 class ResultsError(Exception):
@@ -47,6 +47,11 @@ def environment(device: str, interpreter: bool, **extra) -> dict:
            "python": platform.python_version(), "platform": platform.platform(), "device": device,
            "interpreter": interpreter, "gpu": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if not interpreter:
+        from . import compiletime
+
+        # how compile time was read, and the Triton cache the run's workers share
+        env["compile_clock"], env["triton_cache_dir"] = compiletime.mode(), compiletime.cache_dir()
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["gpu_count"] = torch.cuda.device_count()

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
 from hypothesis.errors import Flaky
 
-from . import candidates, checks
+from . import candidates, checks, compiletime
 from .case import Case, ReplayKey
 from .checks import CheckResult, Context
 from .op import Profile, get_op
@@ -45,6 +45,30 @@ class Task:
 def task_seed(task: Task) -> int:
     """Stable across processes and machines (unlike ``hash``)."""
     return int(hashlib.sha256(f"{task.seed}/{task.id}".encode()).hexdigest()[:12], 16)
+
+
+def width_seed(task: Task) -> int:
+    """The seed of a task's row widths: the run's seed, the kernel and the dtype, not the check, so
+    that every check of a kernel and dtype draws the same few widths and reuses the binaries a
+    JIT-compiled kernel built for them (Profile.widths_seed)."""
+    return int(hashlib.sha256(f"{task.seed}/{task.kernel}/{task.dtype}".encode()).hexdigest()[:12], 16)
+
+
+#: the order checks are scheduled in: accuracy (the full budget) first, so that when the checks of one
+#: kernel and dtype run on several workers at once, the binaries are mostly in the shared Triton
+#: cache by then
+SCHEDULE = ("accuracy", "contract", "repeat", "poisoned", "batch_invariance")
+
+
+def schedule(tasks: list[Task]) -> list[Task]:
+    """Tasks in the order workers should take them: by check, then as given (kernel, dtype).
+
+    Tasks that run at the same time are then mostly of different kernels and dtypes, whose binaries
+    differ, instead of the five checks of one kernel and dtype compiling the same binaries side by
+    side; each later check finds them in the Triton cache the workers share. The results file is
+    written in the given order whatever the schedule (results.canonicalize)."""
+    rank = {c: i for i, c in enumerate(SCHEDULE)}
+    return sorted(tasks, key=lambda t: rank.get(t.check, len(rank)))
 
 
 def replay_command(kernel: str, check: str, case: Case, loads: tuple[str, ...], device: str) -> str:
@@ -123,7 +147,7 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
     cand = candidates.get(task.kernel)
     op = get_op(cand.op)
     check = checks.ALL[task.check]
-    strategy = op.cases(cand, task.dtype, Profile.for_device(ctx.device))
+    strategy = op.cases(cand, task.dtype, Profile.for_device(ctx.device).for_widths(width_seed(task)))
     state = {"cases": 0, "seq": 0, "first": None, "shrinks": 0, "last": None, "lines": 0}
 
     def out(line: dict) -> None:
@@ -137,9 +161,19 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
         if state["first"] is None:
             state["cases"] += 1
         if device_lost(res, ctx.device):
+    timed = compiletime.known()
+    clock = {"at": compiletime.reading()}
             state["last"] = (case, res)
             raise DeviceLost(state["cases"])
         if res.failed:
+        if timed:
+            # compile time since the previous line: a failing line also carries what the failing
+            # cases and shrink steps before it compiled, so a task's lines add up to its total
+            now = compiletime.reading()
+            spent, built = now.seconds - clock["at"].seconds, now.compiles - clock["at"].compiles
+            clock["at"] = now
+            if built:
+                line["compile_s"], line["compiles"] = round(spent, 5), built
             if state["first"] is None:
                 state["first"] = state["cases"]
             else:

@@ -8,6 +8,7 @@ still fails. Regimes are named in the case key; tensors come from a seeded ``tor
 from __future__ import annotations
 
 import math
+import random
 
 import torch
 from hypothesis import strategies as st
@@ -27,12 +28,38 @@ W_REGIMES = ("normal", "ones", "zeros", "negative", "large", "small", "cancel")
 EPS_VALUES = (1e-6, 1e-5, 1e-2, 0.1)
 
 
+SMALL = (1, 2, 3, 4, 5, 7, 8, 16, 17, 31, 64, 127, 128)
+SMALL_POW2 = (2, 4, 8, 16, 64, 128)
+SMALL_ODD = (3, 5, 7, 17, 31, 127)
+
+
+def widths(profile: Profile, seed: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """A task's few row widths, in three groups drawn equally often, as the free draw's three are:
+    small (N = 1, a power of two, an odd non-power of two), mid (an odd width and a multiple of 16
+    that is no power of two, up to the profile's max_n) and one past the usual block sizes.
+
+    Six widths are six block sizes at most for a kernel with ``BLOCK = next_power_of_2(N)``, and
+    three of them are small, cheap to compile; every case class a width stands for is still in
+    every task. Each group is sorted: shrinking goes towards the first, the smallest."""
+    rng = random.Random(seed)
+    small = tuple(sorted({1, rng.choice(SMALL_POW2), rng.choice(SMALL_ODD)}))
+    hi = profile.max_n
+    odd = rng.randrange(9, hi + 1, 2)
+    sixteens = [16 * k for k in range(3, hi // 16 + 1) if k & (k - 1)] or [16]
+    mid = tuple(sorted({odd, rng.choice(sixteens)}))
+    return small, mid, (rng.choice(profile.big_n),)
+
+
 def rows_and_n(profile: Profile) -> st.SearchStrategy[tuple[int, int]]:
     """(M, N): tiny sizes first, then anything up to the profile's limits, then sizes above the
-    usual block sizes. M * N is capped so one case stays cheap."""
-    small = st.sampled_from((1, 2, 3, 4, 5, 7, 8, 16, 17, 31, 64, 127, 128))
+    usual block sizes; with ``profile.widths_seed``, N from that task's few widths (:func:`widths`)
+    and M as freely as ever. M * N is capped so one case stays cheap."""
+    small = st.sampled_from(SMALL)
     m = st.one_of(small, st.integers(1, profile.max_rows))
-    n = st.one_of(small, st.integers(1, profile.max_n), st.sampled_from(profile.big_n))
+    if profile.widths_seed is not None:
+        n = st.one_of(*(st.sampled_from(group) for group in widths(profile, profile.widths_seed)))
+    else:
+        n = st.one_of(small, st.integers(1, profile.max_n), st.sampled_from(profile.big_n))
     cap = profile.max_rows * profile.max_n
     return st.tuples(m, n).map(lambda mn: (max(1, min(mn[0], cap // mn[1])), mn[1]))
 

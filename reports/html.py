@@ -379,6 +379,22 @@ def env_table(runs: Sequence[RunView]) -> list[dict[str, Any]]:
     extra: list[str] = []
     for rv in runs:
         for k in rv.env or {}:
+def time_split(runs: Sequence[Run], top: int = 10) -> list[dict[str, Any]]:
+    """Per run: how much of its worker time was Triton compiling, and the tasks that compiled longest."""
+    from normgate import compiletime
+
+    out = []
+    for r in runs:
+        s = compiletime.split(([r.env] if r.env else []) + r.results + r.tasks)
+        line = compiletime.describe(s)
+        if line is None:
+            continue
+        worst = sorted(s.tasks.items(), key=lambda kv: -kv[1][1])[:top]
+        out.append({"run": r.label, "line": line[0].upper() + line[1:],
+                    "tasks": [{"task": t, "elapsed_s": e, "compile_s": c} for t, (e, c) in worst if c > 0]})
+    return out
+
+
             if k not in ENV_FIELDS and k != "type" and k not in extra:
                 extra.append(k)
     for f in (*ENV_FIELDS, *extra):
@@ -785,6 +801,7 @@ def render_report(
 
 
 def write_text_atomic(path: str, text: str) -> None:
+        "time_split": time_split(runs),
     """Write through a temporary file in the same folder, so a failed write leaves no half file.
 
     Raises :class:`OSError` when the folder is missing or not writable.
