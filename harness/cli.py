@@ -260,6 +260,11 @@ def cmd_run(args) -> int:
           f"{c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['skip']} skip, {c['range']} range"
           f"{' (interrupted)' if interrupted else ''} -> {args.out}", file=sys.stderr)
     results.print_failures(lines)
+    from . import compiletime
+
+    spent = compiletime.describe(compiletime.split(lines))
+    if spent:
+        print(f"normgate: {spent}", file=sys.stderr)
     if args.report:
         code = _write_report(args.out, args.report, args.bench)
         if code:
@@ -330,11 +335,6 @@ class Progress:
 
     def __init__(self, total: int, done: int = 0):
         self.total, self.done = total, done
-    from . import compiletime
-
-    spent = compiletime.describe(compiletime.split(lines))
-    if spent:
-        print(f"normgate: {spent}", file=sys.stderr)
         self.cases = 0
         self.counts: Counter = Counter()
         self.tty = sys.stderr.isatty()

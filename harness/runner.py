@@ -149,9 +149,19 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
     check = checks.ALL[task.check]
     strategy = op.cases(cand, task.dtype, Profile.for_device(ctx.device).for_widths(width_seed(task)))
     state = {"cases": 0, "seq": 0, "first": None, "shrinks": 0, "last": None, "lines": 0}
+    timed = compiletime.known()
+    clock = {"at": compiletime.reading()}
 
     def out(line: dict) -> None:
         state["lines"] += 1
+        if timed:
+            # compile time since the previous line: a failing line also carries what the failing
+            # cases and shrink steps before it compiled, so a task's lines add up to its total
+            now = compiletime.reading()
+            spent, built = now.seconds - clock["at"].seconds, now.compiles - clock["at"].compiles
+            clock["at"] = now
+            if built:
+                line["compile_s"], line["compiles"] = round(spent, 5), built
         emit(line)
 
     def prop(case: Case) -> None:
@@ -161,19 +171,9 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
         if state["first"] is None:
             state["cases"] += 1
         if device_lost(res, ctx.device):
-    timed = compiletime.known()
-    clock = {"at": compiletime.reading()}
             state["last"] = (case, res)
             raise DeviceLost(state["cases"])
         if res.failed:
-        if timed:
-            # compile time since the previous line: a failing line also carries what the failing
-            # cases and shrink steps before it compiled, so a task's lines add up to its total
-            now = compiletime.reading()
-            spent, built = now.seconds - clock["at"].seconds, now.compiles - clock["at"].compiles
-            clock["at"] = now
-            if built:
-                line["compile_s"], line["compiles"] = round(spent, 5), built
             if state["first"] is None:
                 state["first"] = state["cases"]
             else:

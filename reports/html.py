@@ -373,12 +373,6 @@ def range_limits(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return out
 
 
-def env_table(runs: Sequence[RunView]) -> list[dict[str, Any]]:
-    """Environment rows (field -> value per run); rows with no value in any run are left out."""
-    rows = []
-    extra: list[str] = []
-    for rv in runs:
-        for k in rv.env or {}:
 def time_split(runs: Sequence[Run], top: int = 10) -> list[dict[str, Any]]:
     """Per run: how much of its worker time was Triton compiling, and the tasks that compiled longest."""
     from normgate import compiletime
@@ -395,6 +389,12 @@ def time_split(runs: Sequence[Run], top: int = 10) -> list[dict[str, Any]]:
     return out
 
 
+def env_table(runs: Sequence[RunView]) -> list[dict[str, Any]]:
+    """Environment rows (field -> value per run); rows with no value in any run are left out."""
+    rows = []
+    extra: list[str] = []
+    for rv in runs:
+        for k in rv.env or {}:
             if k not in ENV_FIELDS and k != "type" and k not in extra:
                 extra.append(k)
     for f in (*ENV_FIELDS, *extra):
@@ -779,6 +779,7 @@ def build_context(
         "failures": fails[:MAX_FAILURES],
         "failures_total": len(fails),
         "env": env_table(views),
+        "time_split": time_split(runs),
         "interpreter_note": INTERPRETER_NOTE,
         "any_interpreter": any(v.interpreter for v in views),
         "comparisons": comparisons(views),
@@ -801,7 +802,6 @@ def render_report(
 
 
 def write_text_atomic(path: str, text: str) -> None:
-        "time_split": time_split(runs),
     """Write through a temporary file in the same folder, so a failed write leaves no half file.
 
     Raises :class:`OSError` when the folder is missing or not writable.
