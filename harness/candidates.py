@@ -17,14 +17,18 @@ and run ``normgate run --load my_file.py``. An installed package can register th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import dtypes as _dtypes
 from .op import Variant
@@ -77,6 +81,26 @@ class Candidate:
 
     def supports(self, device: str) -> bool:
         return device.split(":")[0] in self.devices
+
+    def declaration(self) -> dict[str, Any]:
+        """What the candidate claims, as JSON: recorded in results and baselines, because the gate
+        judges a kernel against what the base branch claimed for it, not what the pull request
+        says now. Every field that shapes the checks is in it; a new field is recorded as-is."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in _NOT_DECLARED:
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, Variant):
+                v = v.key()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+
+#: Candidate fields that name or locate it rather than claim anything about it.
+_NOT_DECLARED = frozenset({"name", "fn", "description", "source", "loads"})
 
 
 _REGISTRY: dict[str, Candidate] = {}
@@ -151,7 +175,8 @@ def load_file(path: str | Path) -> list[str]:
     _current_source = str(p)
     _current_loads.append(str(p))
     try:
-        spec.loader.exec_module(module)
+        with _no_process_exit(p):
+            spec.loader.exec_module(module)
     except BaseException as e:  # noqa: BLE001 - anything a user file raises is reported, not fatal
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -166,10 +191,37 @@ def load_file(path: str | Path) -> list[str]:
     return added
 
 
+class _ExitCalled(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _no_process_exit(path: Path) -> Iterator[None]:
+    """A file being imported may not end the process: ``os._exit(0)`` there would end ``normgate
+    run`` with exit code 0 and nothing checked. (sys.exit raises, and is caught like any error.)"""
+    real = os._exit
+
+    def refuse(code: int) -> None:
+        raise _ExitCalled(f"{path} called os._exit({code}) while being imported")
+
+    os._exit = refuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real
+
+
 def registry() -> dict[str, Candidate]:
+    from .op import all_ops
     from .registry import load_builtins
 
     load_builtins()
+    ops = all_ops()
+    for cand in _REGISTRY.values():
+        if cand.op not in ops:
+            # said now, as a usage error, rather than as every task's worker dying on it
+            raise ValueError(f"candidate {cand.name!r} (from {cand.source}) declares unknown op {cand.op!r}; "
+                             f"known: {', '.join(sorted(ops))}")
     return _REGISTRY
 
 

@@ -158,7 +158,9 @@ def cmd_run(args) -> int:
     _check_limits(args)
     examples = args.examples or (200 if args.device == "cuda" else 30)
     tasks = [Task(c.name, d, ck, budget(ck, examples), args.seed) for c, d in pairs for ck in checks]
-    workers = _workers(args)
+    workers = _workers(args, len(tasks))
+    declared = {c.name: c.declaration() for c in sorted({c.name: c for c, _ in pairs}.values(), key=lambda c: c.name)}
+    _check_run_outputs(args)
     if args.report:
         # checked now, not after a run of an hour: the report is written at the very end
         try:
@@ -173,7 +175,7 @@ def cmd_run(args) -> int:
             raise UsageError(f"{e}; --resume continues a file whose lines are intact (apart from a cut-off last "
                              "line): start a new run with --out") from None
         _check_resume_matches(args.resume, resume_lines, device=args.device, seed=args.seed, examples=examples)
-        args.out = args.resume
+        _check_resume_declarations(args.resume, resume_lines, declared)
         done = {ln["task"] for ln in resume_lines if ln.get("type") == "task"}
         skipped = len([t for t in tasks if t.id in done])
         tasks_todo = [t for t in tasks if t.id not in done]
@@ -185,7 +187,7 @@ def cmd_run(args) -> int:
         writer = results.Writer(args.out, resume_lines)
         if resume_lines is None or not any(ln.get("type") == "env" for ln in resume_lines):
             writer.write(results.environment(args.device, interpreter_on(), seed=args.seed, examples=examples,
-                                             workers=workers, argv=sys.argv))
+                                             workers=workers, argv=sys.argv, declarations=declared))
     except OSError as e:
         raise UsageError(f"cannot write results to {args.out}: {e.strerror or e}") from None
     progress = Progress(len(tasks), len(tasks) - len(tasks_todo))
@@ -274,6 +276,58 @@ def cmd_run(args) -> int:
     return 1 if (c["fail"] or c["error"]) else 0
 
 
+def _check_run_outputs(args) -> None:
+    """Before anything runs: where the run writes must not be one of its inputs, nor a special
+    file; and ``--resume A --out B`` is refused (a resumed run continues A in place)."""
+    from normgate.reports.outputs import OutputError, check_outputs
+
+    if args.resume:
+        if args.out and not _same_path(args.out, args.resume):
+            raise UsageError(f"--resume {args.resume} continues that file in place; --out {args.out} names "
+                             "another: drop --out (or copy the file first and resume the copy)")
+        args.out = args.resume
+    args.out = args.out or "results.jsonl"
+    try:
+        check_outputs([("--out" if not args.resume else "--resume", args.out), ("--report", args.report)],
+                      [*(("a --bench input", b) for b in args.bench or ()),
+                       *(("a --load file", f) for f in args.load or ())])
+    except OutputError as e:
+        raise UsageError(str(e)) from None
+    try:
+        from . import results
+
+        if os.path.isdir(os.path.dirname(os.path.abspath(args.out))):  # else the writer makes the folder
+            results.check_writable(args.out)
+    except OSError as e:
+        raise UsageError(f"cannot write results to {args.out}: {e.strerror or e}") from None
+
+
+def _same_path(a: str, b: str) -> bool:
+    from normgate.reports.outputs import same_file
+
+    return same_file(a, b)
+
+
+def _check_resume_declarations(path: str, lines: list[dict], declared: dict) -> None:
+    """A resumed run must judge each kernel by what the first part claimed: else its finished
+    tasks and the new ones were checked under different rules."""
+    from .results import FORMAT
+
+    env = next((ln for ln in lines if ln.get("type") == "env"), None)
+    if env is None:
+        return
+    if env.get("format") != FORMAT:
+        raise UsageError(f"--resume {path}: results format {env.get('format')!r} there, {FORMAT!r} now (written by "
+                         "another normgate version); start a new results file with --out")
+    there = env.get("declarations") or {}
+    changed = sorted(k for k in declared if k in there and there[k] != declared[k])
+    missing = sorted(k for k in declared if k not in there)
+    if changed or missing:
+        which = changed[0] if changed else missing[0]
+        raise UsageError(f"--resume {path}: kernel {which!r} {'declares other things' if changed else 'is not'} "
+                         "in that run; resume with the same kernels and declarations, or start a new file with --out")
+
+
 def _check_limits(args) -> None:
     for flag, value in (("--examples", args.examples), ("--timeout", args.timeout),
                         ("--kernel-timeout", args.kernel_timeout)):
@@ -318,7 +372,11 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def _workers(args) -> int:
+#: At most this many workers share one GPU: more only contend for its memory and the host's cores.
+MAX_WORKERS_PER_GPU = 8
+
+
+def _workers(args, tasks: int | None = None) -> int:
     if args.workers == "auto":
         return max(1, _gpu_count()) if args.device == "cuda" else max(1, os.cpu_count() or 1)
     try:
@@ -327,7 +385,25 @@ def _workers(args) -> int:
         raise UsageError(f"--workers {args.workers}: a number or 'auto'") from None
     if n < 0:
         raise UsageError("--workers must be >= 0 (0 runs in this process, without isolation)")
+    cores = os.cpu_count() or 1
+    cap = cores if args.device != "cuda" else min(max(1, _gpu_count()) * MAX_WORKERS_PER_GPU, max(cores, 1))
+    if tasks is not None:
+        cap = min(cap, max(1, tasks))
+    if n > cap:
+        # each worker is a process with its own torch: more than there are cores (or tasks) only
+        # thrash; the results are the same for any number of workers
+        print(f"normgate: --workers {n}: using {cap} (at most one per core on cpu, {MAX_WORKERS_PER_GPU} per GPU "
+              "and one per core on cuda, and no more than there are tasks)", file=sys.stderr)
+        n = cap
     return n
+
+
+def _safe(text, limit: int) -> str:
+    """Kernel-provided text for the terminal or a CI log, made safe the way the gate makes it:
+    one line, no terminal codes, so none can start a line (a GitHub ``::error`` command)."""
+    from normgate.reports.gate import one_line
+
+    return one_line(text, limit)
 
 
 class Progress:
@@ -349,8 +425,8 @@ class Progress:
             self.cases += 1
             self.counts[info["verdict"]] += 1
             if info["verdict"] in ("fail", "error") and not self.tty:
-                print(f"normgate: {info['verdict'].upper()} {info['kernel']} {info['dtype']} {info['check']}: "
-                      f"{info['reason'][:200]}", file=sys.stderr)
+                print(f"normgate: {info['verdict'].upper()} {_safe(info['kernel'], 120)} {info['dtype']} "
+                      f"{info['check']}: {_safe(info['reason'], 200)}", file=sys.stderr)
         elif kind in ("task_done", "task_error"):
             self.done += 1
             if kind == "task_error":
@@ -360,7 +436,8 @@ class Progress:
                 self.cases += 1
                 t = info["task"]
                 if not self.tty:
-                    print(f"normgate: ERROR {t.kernel} {t.dtype} {t.check}: {info['reason'][:200]}", file=sys.stderr)
+                    print(f"normgate: ERROR {t.kernel} {t.dtype} {t.check}: {_safe(info['reason'], 200)}",
+                          file=sys.stderr)
         self._draw()
 
     def _draw(self, force: bool = False) -> None:
@@ -460,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--examples", type=int, help="generated cases per kernel and dtype for accuracy; the other "
                     "checks get a share (default: 200 on cuda, 30 on cpu)")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--out", default="results.jsonl")
+    sp.add_argument("--out", default=None, help="results file to write (default: results.jsonl; with --resume, "
+                    "the resumed file)")
     sp.add_argument("--resume", metavar="RESULTS", help="continue an interrupted run in this file")
     sp.add_argument("--workers", default="1", help="worker processes (isolation); 'auto' = one per GPU (per "
                     "core on cpu); 0 = run in this process, without isolation")

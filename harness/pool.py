@@ -4,13 +4,22 @@ A kernel that segfaults, calls ``os._exit``, corrupts its CUDA context or hangs 
 down, not the run: the supervisor records an ``error`` result naming the case it was on, starts a
 fresh worker and goes on with the next task. Events come back over a dedicated pipe, so whatever a
 kernel prints cannot corrupt them; its output goes to the worker's log, whose tail is quoted when
-the worker dies.
+the worker dies. Events are signed with a key per task (worker.py), so a kernel writing to that
+pipe gets its task an error, not its events accepted.
+
+A death is blamed on the task that caused it. The worker checks what a task left behind before
+reporting it done (worker.py); beyond that, a worker that dies while idle is blamed on the last
+task it reported done, and one that dies during a task after having run another is ambiguous: the
+task runs again in a fresh worker, and if it passes there, the death is blamed on the task before
+it. When a worker ends, its whole process group ends with it: processes a kernel started too.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
 import selectors
 import signal
 import subprocess
@@ -22,7 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .runner import WORKERS_PER_GPU_ENV, Task
-from .worker import SUPERVISOR_ENV
+from .worker import SUPERVISOR_ENV, sign
+
+#: The ``seq`` of an error line the supervisor writes for a task (docs/results-format.md).
+SUPERVISOR_SEQ = 10**9
 
 
 @dataclass
@@ -50,6 +62,10 @@ class _Worker:
     task_start: float = 0.0
     case: str | None = None
     case_start: float = 0.0
+    key: bytes = b""  # signs its events outside a task
+    task_key: bytes | None = None  # signs the current task's events
+    n: int = 0  # the number of the next event
+    last_task: Task | None = None  # the last task it reported done
 
 
 def _signal_name(code: int) -> str:
@@ -105,7 +121,13 @@ class Pool:
         os.close(w)
         os.close(fd_log)
         os.set_blocking(r, False)
-        wk = _Worker(index, proc, r, log)
+        wk = _Worker(index, proc, r, log, key=secrets.token_bytes(32))
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps({"key": wk.key.hex()}) + "\n").encode())
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: noticed as a worker that failed to start
         self.sel.register(r, selectors.EVENT_READ, wk)
         return wk
 
@@ -118,6 +140,12 @@ class Pool:
         try:
             wk.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            pass
+        # whatever the worker's kernels started (a subprocess, a server) is in its process group
+        # (its session): it ends with the worker, even when the worker ended by itself
+        try:
+            os.killpg(wk.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
         try:
             self.sel.unregister(wk.fd)
@@ -138,11 +166,8 @@ class Pool:
         except OSError:
             return ""
 
-    def _fail_task(self, wk: _Worker, reason: str) -> None:
-        """Record why the worker's task ended early, as an error result and a task line."""
-        task = wk.task
-        if task is None:
-            return
+    def _error_line(self, task: Task, case_key: str | None, reason: str, duration: float) -> dict:
+        """The supervisor's error result for a task (its worker died, hung or misbehaved)."""
         from . import candidates
         from .case import Case
         from .runner import replay_command
@@ -150,14 +175,33 @@ class Pool:
         cand = candidates.registry().get(task.kernel)
         line = {"type": "result", "kernel": task.kernel, "op": cand.op if cand else None,
                 "variant": cand.variant.key() if cand else None, "check": task.check,
-                "dtype": task.dtype, "regime": None, "case": wk.case, "shape": None, "verdict": "error",
-                "reason": reason, "worst": [], "seq": 10**9, "task": task.id,
-                "duration_s": round(time.monotonic() - (wk.case_start or wk.task_start), 3)}
-        if wk.case:
-            case = Case.from_key(wk.case)
+                "dtype": task.dtype, "regime": None, "case": case_key, "shape": None, "verdict": "error",
+                "reason": reason, "worst": [], "seq": SUPERVISOR_SEQ, "task": task.id,
+                "duration_s": round(duration, 3)}
+        if case_key:
+            case = Case.from_key(case_key)
             line.update(op=case.op, regime=case.x, shape=list(case.shape),
                         replay=replay_command(task.kernel, task.check, case, self._loads_of(task.kernel),
                                               self.opts.device))
+        return line
+
+    def _blame_done(self, task: Task, reason: str) -> None:
+        """An error for a task already reported done: its worker died after it (a thread it left,
+        an asynchronous device error). At most one such line per task."""
+        if task.id in self.blamed:
+            return
+        self.blamed.add(task.id)
+        line = self._error_line(task, None, reason, 0.0)
+        self.emit(line)
+        self.on_event("line", line)
+
+    def _fail_task(self, wk: _Worker, reason: str) -> None:
+        """Record why the worker's task ended early, as an error result and a task line."""
+        task = wk.task
+        if task is None:
+            return
+        self.suspects.pop(task.id, None)  # it failed again in a fresh worker: its own fault
+        line = self._error_line(task, wk.case, reason, time.monotonic() - (wk.case_start or wk.task_start))
         self.emit(line)
         self.emit({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
                    "dtype": task.dtype, "cases": None, "status": "error",
@@ -176,19 +220,32 @@ class Pool:
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, tasks: list[Task]) -> None:
         pending = deque(tasks)
+        #: tasks to run again in a fresh worker: their worker died after having run another task
+        self.reruns: deque[Task] = deque()
+        #: task id -> (the task that ran before it in the dead worker, why that worker died)
+        self.suspects: dict[str, tuple[Task, str]] = {}
+        self.blamed: set[str] = set()
+        self.seen: dict[str, set] = {}  # task id -> seqs of its lines already written
         n = max(1, min(self.opts.workers, len(tasks))) if tasks else 0
         self.workers = [self._spawn(i) for i in range(n)]
+        finished = False
         try:
-            while pending or any(w.task for w in self.workers):
+            while pending or self.reruns or any(w.task for w in self.workers):
                 for wk in self.workers:
-                    if wk.ready and wk.task is None and pending:
-                        self._assign(wk, pending.popleft())
+                    if wk.ready and wk.task is None:
+                        if self.reruns and wk.last_task is None:
+                            self._assign(wk, self.reruns.popleft())
+                        elif pending:
+                            self._assign(wk, pending.popleft())
                 for key, _ in self.sel.select(timeout=0.5):
                     self._read(key.data)
                 self._watch()
-                if not pending and not any(w.task for w in self.workers):
+                if not pending and not self.reruns and not any(w.task for w in self.workers):
                     break
+            finished = True
         finally:
+            if finished:
+                self._finish_workers()
             for wk in self.workers:
                 if wk.proc.poll() is None and wk.proc.stdin:
                     try:
@@ -201,11 +258,32 @@ class Pool:
                 except OSError:
                     pass
 
+    def _finish_workers(self, wait_s: float = 5.0) -> None:
+        """End idle workers in order (stdin closed) and see how they end: one that dies on the way
+        out (an exit handler, a thread) is blamed on the last task it ran."""
+        for wk in self.workers:
+            if wk.proc.poll() is None and wk.proc.stdin:
+                try:
+                    wk.proc.stdin.close()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + wait_s
+        for wk in self.workers:
+            try:
+                code = wk.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                continue  # killed below, as before
+            self._drain(wk)
+            if code != 0 and wk.last_task is not None and wk in self.workers:
+                self._blame_done(wk.last_task, self._death_reason(wk, code) + " (as it ended, after the task "
+                                 "reported done; the task ran last in that worker)")
+
     def _assign(self, wk: _Worker, task: Task) -> None:
         wk.task, wk.task_start, wk.case, wk.case_start = task, time.monotonic(), None, 0.0
+        wk.task_key = secrets.token_bytes(32)
         try:
             assert wk.proc.stdin is not None
-            wk.proc.stdin.write((json.dumps(task.to_json()) + "\n").encode())
+            wk.proc.stdin.write((json.dumps({**task.to_json(), "key": wk.task_key.hex()}) + "\n").encode())
             wk.proc.stdin.flush()
         except OSError:
             pass  # a dead worker is noticed by _watch
@@ -229,11 +307,21 @@ class Pool:
         for raw in lines:
             if not raw.strip():
                 continue
+            if wk not in self.workers:
+                return  # replaced while reading: the rest is a dead worker's
+            mac, _, body = raw.partition(b" ")
+            key = wk.task_key if wk.task_key is not None else wk.key
+            if not hmac.compare_digest(mac, sign(key, wk.n, body).encode()):
+                # only the worker writes this pipe with its key, but a kernel can write to any fd it
+                # finds: such an event must cost that task, not be taken for a result
+                self._handle(wk, {"event": "garbled", "raw": raw[:200].decode(errors="replace")})
+                return
+            wk.n += 1
             try:
-                ev = json.loads(raw)
+                ev = json.loads(body)
+                if not isinstance(ev, dict):
+                    raise ValueError("not an object")
             except ValueError:
-                # only the worker writes this pipe, but a kernel can write to any fd it finds; a
-                # garbled event must cost that task, not the run
                 ev = {"event": "garbled", "raw": raw[:200].decode(errors="replace")}
             self._handle(wk, ev)
 
@@ -250,47 +338,81 @@ class Pool:
             self._take(wk, chunk)
 
     def _handle(self, wk: _Worker, ev: dict) -> None:
-        kind = ev["event"]
+        kind = ev.get("event")
         if kind == "ready":
             wk.ready = True
-        elif kind == "case":
+        elif kind == "case" and wk.task is not None:
             wk.case, wk.case_start = ev["case"], time.monotonic()
             self.on_event("case", {"task": wk.task})
-        elif kind == "line":
-            self.emit(ev["line"])
-            self.on_event("line", ev["line"])
+        elif kind == "line" and wk.task is not None and isinstance(ev.get("line"), dict):
+            line = ev["line"]
+            seen = self.seen.setdefault(wk.task.id, set())
+            if line.get("seq") in seen:
+                return  # a rerun repeating a line its first worker wrote before it died
+            seen.add(line.get("seq"))
+            self.emit(line)
+            self.on_event("line", line)
         elif kind == "retire":
             wk.retiring = True
-        elif kind == "done":
-            self.emit({"type": "task", "task": ev["task"], "kernel": wk.task.kernel, "check": wk.task.check,
-                       "dtype": wk.task.dtype, "cases": ev["cases"], "status": "done",
+        elif kind == "after" and wk.task is not None:
+            line = self._error_line(wk.task, None, str(ev.get("reason")), time.monotonic() - wk.task_start)
+            self.emit(line)
+            self.on_event("line", line)
+        elif kind == "done" and wk.task is not None and ev.get("task") == wk.task.id:
+            task = wk.task
+            self.emit({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
+                       "dtype": task.dtype, "cases": ev["cases"], "status": "done",
                        "elapsed_s": round(time.monotonic() - wk.task_start, 3)})
-            self.on_event("task_done", {"task": wk.task, "cases": ev["cases"]})
-            wk.task, wk.case = None, None
+            self.on_event("task_done", {"task": task, "cases": ev["cases"]})
+            suspect = self.suspects.pop(task.id, None)
+            if suspect is not None:
+                before, why = suspect
+                self._blame_done(before, f"{why} (after this task reported done: the task that ran next in "
+                                         f"that worker, {task.id}, passed when run again in a fresh worker)")
+            wk.task, wk.case, wk.task_key, wk.last_task = None, None, None, task
             if wk.retiring:
                 self._replace(wk, kill=True)
         elif kind == "fatal":
             wk.ready = False
-            self._fail_task(wk, ev["reason"])
-            raise WorkerSetupError(ev["reason"])
+            self._fail_task(wk, str(ev.get("reason")))
+            raise WorkerSetupError(str(ev.get("reason")))
         else:
-            self._fail_task(wk, f"the worker sent a garbled event ({ev.get('raw', ev)!r}); it was replaced")
-            self._replace(wk, kill=True)
+            self._lost(wk, f"the worker sent an event normgate did not sign or expect ({ev.get('raw', ev)!r}): "
+                           "something in the worker wrote to its event pipe; it was replaced", kill=True)
+
+    def _death_reason(self, wk: _Worker, code: int | None) -> str:
+        where = f" on case {wk.case}" if wk.case else ""
+        tail = self._log_tail(wk)
+        reason = f"worker died ({_signal_name(code) if code is not None else 'pipe closed'}){where}"
+        if tail:
+            reason += f"; its last output: {tail[-400:]}"
+        return reason
 
     def _on_death(self, wk: _Worker) -> None:
         try:
             code = wk.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             code = None
-        where = f" on case {wk.case}" if wk.case else ""
-        tail = self._log_tail(wk)
-        reason = f"worker died ({_signal_name(code) if code is not None else 'pipe closed'}){where}"
-        if tail:
-            reason += f"; its last output: {tail[-400:]}"
+        reason = self._death_reason(wk, code)
         if wk.task is None and not wk.ready:
             raise WorkerSetupError(f"a worker failed to start: {reason}")
-        self._fail_task(wk, reason)
-        self._replace(wk, kill=False)
+        self._lost(wk, reason, kill=False)
+
+    def _lost(self, wk: _Worker, reason: str, kill: bool) -> None:
+        """The worker died or misbehaved: blame the task that caused it, then replace the worker."""
+        task = wk.task
+        if task is None:
+            if wk.last_task is not None:
+                self._blame_done(wk.last_task, f"{reason} (while idle, after this task reported done)")
+        elif wk.last_task is not None and task.id not in self.suspects:
+            # it may be this task, or what the one before it left running: run this one again in
+            # a fresh worker, which decides
+            self.suspects[task.id] = (wk.last_task, reason)
+            self.reruns.append(task)
+            wk.task = None
+        else:
+            self._fail_task(wk, reason)
+        self._replace(wk, kill=kill)
 
     def _replace(self, wk: _Worker, kill: bool) -> None:
         self._retire(wk, kill=kill)
@@ -313,6 +435,8 @@ class Pool:
                 self._drain(wk)
                 if wk.task is None or wk not in self.workers:
                     continue  # it finished (or died) just in time
+            if wk.task is None:
+                continue
             if wk.case and now - wk.case_start > self.opts.case_timeout:
                 self._fail_task(wk, f"timed out: one case ran longer than {self.opts.case_timeout:g}s "
                                     f"(case {wk.case}); the worker was killed")

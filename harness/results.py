@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import IO
 
 from . import __version__
+from .names import VERDICTS
 
-VERDICTS = ("pass", "fail", "error", "skip", "range")
+#: The results format (docs/results-format.md), in every env line; version 1 had no such field.
+FORMAT = "normgate-results/2"
 TIMING_FIELDS = ("duration_s", "date", "elapsed_s", "argv", "workers", "compile_s", "compiles")
 
 
@@ -43,7 +45,8 @@ def check_writable(path: str | Path) -> None:
 def environment(device: str, interpreter: bool, **extra) -> dict:
     import torch
 
-    env = {"type": "env", "normgate": __version__, "torch": torch.__version__, "triton": _triton_version(),
+    env = {"type": "env", "format": FORMAT, "normgate": __version__, "torch": torch.__version__,
+           "triton": _triton_version(),
            "python": platform.python_version(), "platform": platform.platform(), "device": device,
            "interpreter": interpreter, "gpu": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -100,6 +103,8 @@ def read_lines(path: str | Path, allow_truncated_tail: bool = False) -> list[dic
             obj = json.loads(line)
             if not isinstance(obj, dict) or "type" not in obj:
                 raise ValueError("not a normgate record (no 'type')")
+        except RecursionError:
+            raise ResultsError(f"{path}:{i}: malformed results line (nested too deeply)") from None
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             last = i == len(raw)
             if allow_truncated_tail and last and not data.endswith(b"\n"):
@@ -110,24 +115,39 @@ def read_lines(path: str | Path, allow_truncated_tail: bool = False) -> list[dic
 
 
 class Writer:
-    """Appends lines and flushes each one, so a killed run leaves a valid file."""
+    """Appends lines and flushes each one, so a killed run leaves a valid file.
+
+    The file is not touched until the first line that is not the env line (or the summary): a
+    run that stops before any task ran (a worker that cannot start) leaves whatever was there."""
 
     def __init__(self, path: str | Path, resume_lines: list[dict] | None = None):
         self.path = Path(path)
         self.counts: Counter = Counter()
         self.cases = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_lines is not None:
-            # keep only what finished: lines of unfinished tasks are redone from scratch
-            done = {ln["task"] for ln in resume_lines if ln.get("type") == "task"}
-            kept = [ln for ln in resume_lines
-                    if ln.get("type") == "env" or (ln.get("type") in ("result", "task") and ln.get("task") in done)]
-            _atomic_write(self.path, kept)
-            self.f: IO[str] = open(self.path, "a")  # noqa: SIM115
-            for ln in kept:
-                self._count(ln)
-        else:
-            self.f = open(self.path, "w")  # noqa: SIM115
+        self._resume = resume_lines
+        self._pending: list[dict] = []
+        self.f: IO[str] | None = None
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._resume is not None:
+                # keep only what finished: lines of unfinished tasks are redone from scratch
+                done = {ln["task"] for ln in self._resume if ln.get("type") == "task"}
+                kept = [ln for ln in self._resume
+                        if ln.get("type") == "env"
+                        or (ln.get("type") in ("result", "task") and ln.get("task") in done)]
+                _atomic_write(self.path, kept)
+                self.f = open(self.path, "a")  # noqa: SIM115
+                for ln in kept:
+                    self._count(ln)
+            else:
+                self.f = open(self.path, "w")  # noqa: SIM115
+        except OSError as e:
+            raise WriteError(e.errno, f"cannot write results to {self.path}: {e.strerror or e}") from e
+        pending, self._pending = self._pending, []
+        for ln in pending:
+            self.write(ln)
 
     def _count(self, line: dict) -> None:
         if line.get("type") == "result":
@@ -135,6 +155,12 @@ class Writer:
             self.cases += 1
 
     def write(self, line: dict) -> None:
+        if self.f is None:
+            if line.get("type") == "env":
+                self._pending.append(line)
+                return
+            self._open()
+            assert self.f is not None
         text = json.dumps(line, separators=(", ", ": "), allow_nan=False, default=str) + "\n"
         try:
             self.f.write(text)
@@ -144,7 +170,7 @@ class Writer:
         self._count(line)
 
     def close(self) -> None:
-        if not self.f.closed:
+        if self.f is not None and not self.f.closed:
             try:
                 self.f.flush()
                 os.fsync(self.f.fileno())
@@ -195,11 +221,21 @@ def summarize(counts: Counter, cases: int, **extra) -> dict:
 
 
 def print_failures(lines: list[dict], stream=sys.stderr, limit: int = 20) -> None:
+    # reasons are a kernel's exception text: one line each, without terminal codes, so that none
+    # can start a line of a CI log (a GitHub "::error" command) or repaint a terminal
+    from normgate.reports.gate import one_line
+
     bad = [ln for ln in lines if ln.get("type") == "result" and ln.get("verdict") in ("fail", "error")]
+    # tasks that could not run were named once at the top of the run, with the fix: one line here
+    not_run = [ln for ln in bad if ln.get("not_run")]
+    if not_run:
+        print(f"  ERROR {len(not_run)} tasks not run ({', '.join(sorted({ln['kernel'] for ln in not_run}))[:300]}): "
+              f"{one_line(not_run[0]['reason'], 300)}", file=stream)
+    bad = [ln for ln in bad if not ln.get("not_run")]
     for ln in bad[:limit]:
-        print(f"  {ln['verdict'].upper():5} {ln['kernel']} {ln['dtype']} {ln['check']}: {ln['reason'][:300]}",
-              file=stream)
+        print(f"  {ln['verdict'].upper():5} {one_line(ln['kernel'], 120)} {ln['dtype']} {ln['check']}: "
+              f"{one_line(ln['reason'], 300)}", file=stream)
         if ln.get("replay"):
-            print(f"        replay: {ln['replay']}", file=stream)
+            print(f"        replay: {one_line(ln['replay'], 2000)}", file=stream)
     if len(bad) > limit:
         print(f"  ... and {len(bad) - limit} more (see the results file)", file=stream)

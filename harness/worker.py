@@ -1,13 +1,27 @@
 """A worker process: ``python -m normgate.worker FD DEVICE LOADS``.
 
-Reads tasks (JSON lines) on stdin, runs each in this process, and writes events (JSON lines) to
-the file descriptor FD: ``ready``, ``case`` (before each case, so the supervisor knows where a
-crash or hang happened), ``line`` (a result line), ``done``, ``fatal``, or ``retire`` (sent before
-the ``done`` of a task that left the device unusable; the worker then exits and is replaced).
+Reads a key, then tasks (JSON lines, each with a key of its own) on stdin, runs each in this
+process, and writes events (JSON lines) to the file descriptor FD: ``ready``, ``case`` (before each
+case, so the supervisor knows where a crash or hang happened), ``line`` (a result line), ``done``,
+``fatal``, or ``retire`` (sent before the ``done`` of a task that left the device unusable or left
+something running; the worker then exits and is replaced).
+
+Each event is signed: ``MAC JSON``, the MAC an HMAC-SHA256 over the event's number in this stream
+and its JSON, keyed with the current task's key (the worker's key outside a task). The keys come
+over stdin, never argv or the environment, so kernel code that finds FD and writes well-formed
+events to it does not get them accepted; see "Trust boundary" in README.
+
+Before a task counts as done the worker checks what the task left behind: the device is
+synchronized (an asynchronous device error surfaces on this task, not the next), threads the task
+started get a moment to end, exit handlers it registered are run; anything still running makes the
+worker retire, so that none of it reaches another task.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -77,13 +91,57 @@ def pin_generation() -> None:
         cache.cache.clear()  # choices computed with local constants before we got here
 
 
+def sign(key: bytes, n: int, body: bytes) -> str:
+    """The MAC of event number ``n`` (the supervisor checks it: pool.py)."""
+    return hmac.new(key, b"%d:" % n + body, hashlib.sha256).hexdigest()
+
+
+#: How long threads a task started may run on after it before the worker gives up on them.
+LEFTOVER_GRACE_S = 1.0
+
+
+def _leftovers(threads_before: set[int], exit_handlers_before: int, device: str) -> str:
+    """What the task left behind, after giving it a chance to surface here rather than later:
+    the device synchronized (raises on an asynchronous device error), threads joined for a
+    moment, exit handlers run. Returns what is still there ("" if nothing)."""
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+    left = []
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    new = [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]
+    for t in new:
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in new if t.is_alive()]
+    if alive:
+        left.append(f"{len(alive)} thread(s) still running ({', '.join(alive[:3])})")
+    if _exit_handlers() > exit_handlers_before:
+        # the worker retires after this: running every handler now (ours too) costs nothing, and a
+        # handler that crashes does it while this task is the one running
+        atexit._run_exitfuncs()
+        left.append("exit handlers registered")
+    return "; ".join(left)
+
+
+def _exit_handlers() -> int:
+    count = getattr(atexit, "_ncallbacks", None)
+    return count() if count is not None else 0
+
+
 def main() -> None:
     fd, device, loads = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
     die_with_supervisor()
     out = os.fdopen(fd, "w", buffering=1)
+    # the first line of stdin is this worker's key, read before any user code is imported
+    keys = {"key": bytes.fromhex(json.loads(sys.stdin.readline())["key"]), "n": 0}
 
     def send(event: dict) -> None:
-        out.write(json.dumps(event, allow_nan=False, default=str) + "\n")
+        body = json.dumps(event, allow_nan=False, default=str).encode()
+        mac = sign(keys["key"], keys["n"], body)
+        keys["n"] += 1
+        out.write(mac + " " + body.decode() + "\n")
         out.flush()
 
     from . import candidates
@@ -104,16 +162,35 @@ def main() -> None:
     for raw in sys.stdin:
         if not raw.strip():
             continue
-        task = Task(**json.loads(raw))
+        msg = json.loads(raw)
+        keys["key"] = bytes.fromhex(msg.pop("key"))
+        task = Task(**msg)
+        threads_before = {t.ident for t in threading.enumerate()}
+        handlers_before = _exit_handlers()
+        cases = 0
         try:
             cases = run_task(task, ctx, emit=lambda line: send({"event": "line", "line": line}),
                              on_case=lambda case: send({"event": "case", "case": case.key()}))
+            left = _leftovers(threads_before, handlers_before, device)
         except DeviceLost as lost:
             send({"event": "retire"})
             send({"event": "done", "task": task.id, "cases": lost.cases})
             out.close()
             os._exit(0)  # no teardown: a poisoned CUDA context can hang or crash in it
+        except Exception as e:  # noqa: BLE001 - the synchronization after the last case failed
+            send({"event": "after", "reason": f"after the task's last case: {type(e).__name__}: {e}"})
+            send({"event": "retire"})
+            send({"event": "done", "task": task.id, "cases": cases})
+            out.close()
+            os._exit(0)
+        if left:
+            send({"event": "retire", "reason": left})
         send({"event": "done", "task": task.id, "cases": cases})
+        if left:
+            out.close()
+            os._exit(0)  # what the task left running ends here, with this process
+    out.close()
+    os._exit(0)  # exit handlers of kernels ran after their tasks (or their worker retired)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ from normgate.reports.load import (
     label_runs,
     load_bench,
     load_results,
+    validate_run,
 )
+from normgate.reports.outputs import OutputError, check_outputs
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -91,6 +93,13 @@ def _check_output_path(path: str, flag: str) -> None:
         raise UsageError(f"{flag} {path}: folder {directory} is not writable")
 
 
+def _check_outputs(outputs: list[tuple[str, str | None]], inputs: list[tuple[str, str | None]]) -> None:
+    try:
+        check_outputs(outputs, inputs)
+    except OutputError as e:
+        raise UsageError(str(e)) from None
+
+
 def _load_benches(paths: list[str] | None) -> list[BenchFile]:
     return [load_bench(p) for p in paths or []]
 
@@ -109,6 +118,8 @@ def _fraction(text: str) -> float:
 
 
 def _report(args: argparse.Namespace) -> int:
+    _check_outputs([("-o", args.output)], [*(("an input", p) for p in args.results),
+                                           *(("a --bench input", p) for p in args.bench or ())])
     _check_output_path(args.output, "-o")
     runs = [load_results(p) for p in args.results]
     label_runs(runs)
@@ -138,8 +149,11 @@ def _require_complete(run: Run, what: str) -> None:
 
 
 def _baseline(args: argparse.Namespace) -> int:
+    _check_outputs([("-o", args.output)], [("the results input", args.results),
+                                           *(("a --bench input", p) for p in args.bench or ())])
     _check_output_path(args.output, "-o")
     run = load_results(args.results)
+    validate_run(run)
     _require_complete(run, "a baseline")
     bench = _load_benches(args.bench)
     failing = [k for k, g in group_checks(run.results).items() if not g.clean]
@@ -172,6 +186,16 @@ def _report_url(url: str | None) -> str:
 
 
 def _gate(args: argparse.Namespace) -> int:
+    _check_outputs(
+        [("--summary", args.summary), ("--junit", args.junit)],
+        [
+            ("the results input", args.results),
+            ("--baseline", args.baseline),
+            ("--base-baseline", args.base_baseline),
+            ("--proposed-baseline", args.proposed_baseline),
+            *(("a --bench input", p) for p in args.bench or ()),
+        ],
+    )
     for path, flag in ((args.summary, "--summary"), (args.junit, "--junit")):
         if path:
             _check_output_path(path, flag)
@@ -179,6 +203,7 @@ def _gate(args: argparse.Namespace) -> int:
     baseline = gate_mod.load_baseline(args.baseline)
     base_baseline = gate_mod.load_baseline(args.base_baseline) if args.base_baseline else None
     run = load_results(args.results)
+    validate_run(run)
     bench = _load_benches(args.bench)
     gate_mod.check_comparable(run, baseline, bench)
     result = gate_mod.evaluate(run, baseline, bench, args.max_slowdown, baseline_path=args.baseline)

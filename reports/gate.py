@@ -10,8 +10,16 @@ of each benchmark. It also holds the budget the gate allows:
     Growth up to 0.5 ULP (one correct rounding) is always allowed, so a check that was exact does
     not fail for a correctly rounded result.
 ``min_cases_fraction`` (default 0.5)
-    a clean check that now runs fewer than this fraction of the baseline's cases has lost coverage:
+    a check that now runs fewer than this fraction of the baseline's cases has lost coverage:
     a regression, because cases that did not run prove nothing.
+
+Both must be finite and in range (0 to 1e6, and 0 to 1): a NaN would compare false everywhere
+and switch the rule off. A check with known failures records each failing case with its figures:
+a case failing that the baseline does not know, a known one failing worse, or one failing in
+another way (an ``error`` where a ``fail`` was known) is a regression, and the accuracy and
+coverage rules hold for it as for a clean check. Each kernel's declaration (what it claims in
+``normgate.register``) is recorded too: results are judged against the baseline's declaration, and
+one the results loosen is a regression (see ``declarations.py``).
 
 The file is written with sorted keys, one check or benchmark per line and no timestamps, so the same
 results give the same bytes and a change to it reads well in a diff.
@@ -32,6 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from normgate.reports import declarations as decl_mod
 from normgate.reports.load import (
     Bench,
     BenchFile,
@@ -41,12 +50,15 @@ from normgate.reports.load import (
     Run,
     best_times,
     clean_text,
+    declarations,
     group_checks,
     output_order,
 )
 
-FORMAT = "normgate-baseline/1"
+FORMAT = "normgate-baseline/2"
 DEFAULT_BUDGET: dict[str, float] = {"max_ulp_growth": 0.25, "min_cases_fraction": 0.5}
+#: The range each budget must lie in (inclusive); anything else, NaN included, is malformed.
+BUDGET_RANGE: dict[str, tuple[float, float]] = {"max_ulp_growth": (0.0, 1e6), "min_cases_fraction": (0.0, 1.0)}
 #: A worst-case error of up to one correct rounding is never a regression.
 ULP_FLOOR = 0.5
 SOURCE_FIELDS = ("device", "examples", "gpu", "interpreter", "normgate", "seed", "torch", "triton")
@@ -59,6 +71,32 @@ BenchKey = tuple[str, str, str, str, int, int]
 # ----------------------------------------------------------------------------- the baseline
 
 
+@dataclass(frozen=True)
+class KnownCase:
+    """One failing case a baseline accepts: its case key, verdict, and worst ULP error per output."""
+
+    case: str
+    verdict: str
+    max_ulp: tuple[tuple[str, float], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"case": self.case, "verdict": self.verdict}
+        if self.max_ulp:
+            out["max_ulp"] = {o: _stable(v) for o, v in self.max_ulp}
+        return out
+
+
+def known_case_of(r: Mapping[str, Any]) -> KnownCase:
+    from normgate.reports.load import _num
+
+    errors = r.get("errors") if isinstance(r.get("errors"), dict) else {}
+    return KnownCase(
+        str(r.get("case") or ""),
+        str(r["verdict"]),
+        tuple(sorted((str(o), _num(e.get("max_ulp"))) for o, e in errors.items() if isinstance(e, dict))),
+    )
+
+
 @dataclass
 class Entry:
     """What the baseline records for one check."""
@@ -67,6 +105,7 @@ class Entry:
     verdicts: dict[str, int]
     max_ulp: dict[str, float] = field(default_factory=dict)
     worst_ratio: dict[str, float] = field(default_factory=dict)
+    known: list[KnownCase] = field(default_factory=list)  # the failing cases it accepts
 
     @property
     def clean(self) -> bool:
@@ -84,6 +123,7 @@ class Baseline:
     bench: dict[BenchKey, float] = field(default_factory=dict)  # time in microseconds
     bench_gpu: str = ""
     source: dict[str, Any] = field(default_factory=dict)
+    declarations: dict[str, dict[str, Any]] = field(default_factory=dict)  # kernel -> what it claims
 
 
 def entry_of(g: CheckStats) -> Entry:
@@ -92,6 +132,7 @@ def entry_of(g: CheckStats) -> Entry:
         verdicts={v: n for v, n in sorted(g.verdicts.items()) if n},
         max_ulp={o: s.max_ulp for o, s in g.outputs.items()},
         worst_ratio={o: s.max_ratio for o, s in g.outputs.items()},
+        known=sorted((known_case_of(f) for f in g.failures), key=lambda k: (k.case, k.verdict)),
     )
 
 
@@ -109,6 +150,7 @@ def make_baseline(
         bench={k: b.time_us for k, b in times.items()},
         bench_gpu=", ".join(gpus),
         source={f: env[f] for f in SOURCE_FIELDS if f in env},
+        declarations=declarations(run),
     )
 
 
@@ -132,7 +174,10 @@ def dump_baseline(b: Baseline) -> str:
         if e.max_ulp:
             item["max_ulp"] = {o: _stable(v) for o, v in e.max_ulp.items()}
             item["worst_ratio"] = {o: _stable(v) for o, v in e.worst_ratio.items()}
+        if e.known:
+            item["known"] = [k.as_dict() for k in e.known]
         checks.append(_line(item))
+    decls = [_line({"kernel": k, **d}) for k, d in sorted(b.declarations.items())]
     bench = [
         _line(
             {
@@ -156,6 +201,7 @@ def dump_baseline(b: Baseline) -> str:
         f'  "bench_gpu": {json.dumps(b.bench_gpu, ensure_ascii=False)}',
         f'  "budget": {_line({k: _stable(v) for k, v in b.budget.items()})}',
         f'  "checks": {block(checks)}',
+        f'  "declarations": {block(decls)}',
         f'  "format": {json.dumps(FORMAT)}',
         f'  "source": {_line(b.source)}',
     ]
@@ -168,6 +214,29 @@ def _float(v: Any, what: str) -> float:
     return float(v)
 
 
+def _budget(k: Any, v: Any) -> float:
+    if k not in BUDGET_RANGE:
+        raise ValueError(f"unknown budget {k!r}; known: {', '.join(BUDGET_RANGE)}")
+    x = _float(v, f"budget.{k}")
+    lo, hi = BUDGET_RANGE[k]
+    if not lo <= x <= hi:  # also refuses nan
+        raise ValueError(f"budget.{k} is {x:g}: it must be a finite number from {lo:g} to {hi:g}")
+    return x
+
+
+def _known(c: Mapping[str, Any]) -> list[KnownCase]:
+    out = []
+    for k in c.get("known") or []:
+        out.append(
+            KnownCase(
+                str(k["case"]),
+                str(k["verdict"]),
+                tuple(sorted((str(o), _float(v, "known max_ulp")) for o, v in dict(k.get("max_ulp") or {}).items())),
+            )
+        )
+    return out
+
+
 def parse_baseline(path: str, text: str) -> Baseline:
     """Read a baseline; anything unexpected is a :class:`LoadError` naming the file."""
     try:
@@ -176,16 +245,18 @@ def parse_baseline(path: str, text: str) -> Baseline:
         raise LoadError(
             f"{path}:{e.lineno}: not valid JSON ({e.msg}); regenerate it with normgate baseline"
         ) from None
+    if isinstance(data, dict) and data.get("format") == "normgate-baseline/1":
+        raise LoadError(
+            f"{path}: an older baseline (normgate-baseline/1, without declarations and known cases); "
+            "regenerate it with normgate baseline results.jsonl -o baseline.json"
+        )
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LoadError(
             f'{path}: not a normgate baseline (expected "format": "{FORMAT}"); '
             "make one with normgate baseline results.jsonl -o baseline.json"
         )
     try:
-        budget = {
-            **DEFAULT_BUDGET,
-            **{k: _float(v, f"budget.{k}") for k, v in (data.get("budget") or {}).items()},
-        }
+        budget = {**DEFAULT_BUDGET, **{k: _budget(k, v) for k, v in dict(data.get("budget") or {}).items()}}
         entries: dict[CheckKey, Entry] = {}
         for i, c in enumerate(data.get("checks") or []):
             key = CheckKey(*(str(c[f]) for f in ("kernel", "op", "variant", "dtype", "check")))
@@ -198,12 +269,23 @@ def parse_baseline(path: str, text: str) -> Baseline:
                 worst_ratio={
                     str(o): _float(v, "worst_ratio") for o, v in dict(c.get("worst_ratio") or {}).items()
                 },
+                known=_known(c),
             )
         bench: dict[BenchKey, float] = {}
         for b in data.get("bench") or []:
             bench[
                 (str(b["kernel"]), str(b["op"]), str(b["pass"]), str(b["dtype"]), int(b["M"]), int(b["N"]))
             ] = _float(b["time_us"], "time_us")
+        decls: dict[str, dict[str, Any]] = {}
+        for d in data.get("declarations") or []:
+            d = dict(d)
+            kernel = str(d.pop("kernel"))
+            if kernel in decls:
+                raise ValueError(f"two declarations of kernel {kernel!r}")
+            decls[kernel] = d
+        undeclared = sorted({k.kernel for k in entries} - set(decls))
+        if undeclared:
+            raise ValueError(f"no declaration of kernel {undeclared[0]!r}")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
         raise LoadError(
@@ -215,6 +297,7 @@ def parse_baseline(path: str, text: str) -> Baseline:
         bench=bench,
         bench_gpu=str(data.get("bench_gpu") or ""),
         source=dict(data.get("source") or {}),
+        declarations=decls,
     )
 
 
@@ -246,7 +329,17 @@ def compare_baselines(base: Baseline, new: Baseline) -> list[BaselineChange]:
         if b == n or b is None or n is None:
             continue
         looser = n > b if k != "min_cases_fraction" else n < b
-        out.append(BaselineChange(looser, f"budget {k}: {b:g} → {n:g}"))
+        out.append(BaselineChange(looser or n != n, f"budget {k}: {b:g} → {n:g}"))
+    for kernel in sorted(set(base.declarations) | set(new.declarations)):
+        if kernel not in new.declarations:
+            continue  # its checks are listed as dropped
+        if kernel not in base.declarations:
+            out.append(BaselineChange(False, f"added declaration of {kernel}"))
+            continue
+        out.extend(
+            BaselineChange(c.loosened, c.message)
+            for c in decl_mod.compare(kernel, base.declarations[kernel], new.declarations[kernel])
+        )
     out.extend(_dropped_checks(base, new))
     for key in sorted(new.entries):
         out.extend(_entry_changes(key, base.entries.get(key), new.entries.get(key)))
@@ -318,6 +411,16 @@ def _entry_changes(key: CheckKey, b: Entry | None, n: Entry | None) -> list[Base
         out.append(BaselineChange(True, f"{name}: now accepts failures ({_verdicts(n.verdicts)})"))
     elif not b.clean and n.clean:
         out.append(BaselineChange(False, f"{name}: known failures removed"))
+    elif not b.clean:
+        kinds = [v for v in ("fail", "error") if n.verdicts.get(v) and not b.verdicts.get(v)]
+        if kinds:
+            out.append(BaselineChange(True, f"{name}: now accepts {' and '.join(kinds)} ({_verdicts(n.verdicts)})"))
+        for k in n.known:
+            was = _match_known(k, b.known)
+            if was is None:
+                out.append(BaselineChange(True, f"{name}: accepts a new failing case ({k.verdict}) {k.case}"))
+            elif _worse_than_known(k, was, 0.0):
+                out.append(BaselineChange(True, f"{name}: accepts worse errors on known case {k.case}"))
     if n.ran < b.ran:
         out.append(BaselineChange(True, f"{name}: cases {b.ran} → {n.ran}"))
     for o in sorted(set(b.max_ulp) | set(n.max_ulp), key=output_order):
@@ -423,6 +526,7 @@ def evaluate(
 ) -> GateResult:
     """Compare a run (and benchmarks) with a baseline. Call :func:`check_comparable` first."""
     findings = [Finding("incomplete run", p.message, True) for p in run.problems]
+    findings.extend(_declaration_findings(run, baseline))
     groups = group_checks(run.results)
     statuses: dict[CheckKey, str] = {}
     for key in sorted(set(baseline.entries) | set(groups)):
@@ -453,6 +557,26 @@ def evaluate(
         cases=len(run.results),
         env=dict(run.env or {}),
     )
+
+
+def _declaration_findings(run: Run, baseline: Baseline) -> list[Finding]:
+    """What the run's kernels claim against what the baseline recorded for them: a loosened claim
+    is a regression (the pull request moved its own goalposts), any other change a note; both are
+    listed first in the summary."""
+    out = []
+    for kernel, now in declarations(run).items():
+        base = baseline.declarations.get(kernel)
+        if base is None:
+            continue  # a new kernel: its checks are new checks
+        for c in decl_mod.compare(kernel, base, now):
+            out.append(
+                Finding(
+                    "declaration",
+                    c.message + ("; the baseline's declaration is what counts" if c.loosened else ""),
+                    c.loosened,
+            )
+            )
+    return out
 
 
 def _replays(g: CheckStats, limit: int = 3) -> list[str]:
@@ -491,9 +615,10 @@ def _check_findings(
                 replays=_replays(now),
             )
         ], "regressed"
+    growth = budget.get("max_ulp_growth", 0.0)
+    out: list[Finding] = []
     if not now.clean:
-        new_kinds = [v for v in ("fail", "error") if now.verdicts.get(v) and not base.verdicts.get(v)]
-        if new_kinds:
+        if base.clean:  # that alone fails it; its figures add nothing
             return [
                 Finding(
                     "new failure",
@@ -503,34 +628,24 @@ def _check_findings(
                     replays=_replays(now),
                 )
             ], "regressed"
-        return [
+        else:
+            out.extend(_known_case_findings(key, base, now, growth))
+    out.extend(_coverage_findings(key, base, now, budget.get("min_cases_fraction", 0.0)))
+    out.extend(_accuracy_findings(key, base, now, growth))
+    if any(f.regression for f in out):
+        return out, "regressed"
+    if not now.clean:
+        out.append(
             Finding(
                 "known failure",
-                f"still failing as in the baseline ({counts})",
+                f"still failing as in the baseline ({counts}), no case worse",
                 False,
                 key,
                 replays=_replays(now),
             )
-        ], "known-failure"
-    out: list[Finding] = []
-    if base.ran and now.ran == 0:
-        out.append(
-            Finding(
-                "no longer runs", f"every case skipped ({counts}); the baseline ran {base.ran}", True, key
-            )
         )
-    elif now.ran < budget.get("min_cases_fraction", 0.0) * base.ran:
-        out.append(
-            Finding(
-                "coverage dropped",
-                f"ran {now.ran} cases, the baseline {base.ran} (budget: at least "
-                f"{budget.get('min_cases_fraction', 0.0):g} of them)",
-                True,
-                key,
-            )
-        )
-    out.extend(_accuracy_findings(key, base, now, budget.get("max_ulp_growth", 0.0)))
-    if not out and not base.clean:
+        return out, "known-failure"
+    if not base.clean:
         out.append(
             Finding(
                 "fixed",
@@ -539,8 +654,84 @@ def _check_findings(
                 key,
             )
         )
-    status = "regressed" if any(f.regression for f in out) else ("skipped" if now.ran == 0 else "ok")
-    return out, status
+    return out, ("skipped" if now.ran == 0 else "ok")
+
+
+def _match_known(k: KnownCase, known: Sequence[KnownCase]) -> KnownCase | None:
+    """The baseline's record of the same failing case (same case key and verdict), if any."""
+    return next((b for b in known if b.case == k.case and b.verdict == k.verdict), None)
+
+
+def _worse_than_known(now: KnownCase, was: KnownCase, growth: float) -> list[str]:
+    """The outputs on which a known failing case now fails worse than the baseline allows."""
+    before, after = dict(was.max_ulp), dict(now.max_ulp)
+    worse = []
+    for o, b in sorted(before.items(), key=lambda x: output_order(x[0])):
+        a = after.get(o, math.nan)
+        allowed = max(b, ULP_FLOOR) * (1 + growth)
+        if not a <= allowed and not (math.isinf(a) and math.isinf(b)) and not (math.isnan(a) and math.isnan(b)):
+            worse.append(f"{o} {a:.4g} ULP, known {b:.4g}")
+    return worse
+
+
+def _known_case_findings(key: CheckKey, base: Entry, now: CheckStats, growth: float) -> list[Finding]:
+    """Known failures are per case: each failing case now must be one the baseline records, failing
+    the same way and no worse; the number of failing cases must not grow."""
+    out = []
+    unmatched = list(base.known)
+    for f in now.failures:
+        k = known_case_of(f)
+        replay = [str(f["replay"])] if f.get("replay") else []
+        was = _match_known(k, unmatched)
+        if was is None:
+            other = next((b.verdict for b in base.known if b.case == k.case), None)
+            how = f"known as {other}, now {k.verdict}" if other else f"{k.verdict}, not a known failing case"
+            out.append(
+                Finding(
+                    "new failure",
+                    f"case {k.case}: {how}. {one_line(str(f.get('reason') or ''), 160)}",
+                    True,
+                    key,
+                    replays=replay,
+                )
+            )
+            continue
+        unmatched.remove(was)
+        worse = _worse_than_known(k, was, growth)
+        if worse:
+            out.append(
+                Finding(
+                    "worse failure",
+                    f"known failing case {k.case} fails worse: {'; '.join(worse)} "
+                    f"(allowed growth {growth:g})",
+                    True,
+                    key,
+                    replays=replay,
+                )
+            )
+    failing = now.verdicts.get("fail", 0) + now.verdicts.get("error", 0)
+    known_n = base.verdicts.get("fail", 0) + base.verdicts.get("error", 0)
+    if failing > known_n and not out:
+        out.append(Finding("new failure", f"{failing} failing cases, the baseline knows {known_n}", True, key))
+    return out[:MAX_LISTED]
+
+
+def _coverage_findings(key: CheckKey, base: Entry, now: CheckStats, fraction: float) -> list[Finding]:
+    counts = _verdicts(now.verdicts)
+    if base.ran and now.ran == 0:
+        return [
+            Finding("no longer runs", f"every case skipped ({counts}); the baseline ran {base.ran}", True, key)
+        ]
+    if now.ran < fraction * base.ran:
+        return [
+            Finding(
+                "coverage dropped",
+                f"ran {now.ran} cases, the baseline {base.ran} (budget: at least {fraction:g} of them)",
+                True,
+                key,
+            )
+        ]
+    return []
 
 
 def _accuracy_findings(key: CheckKey, base: Entry, now: CheckStats, growth: float) -> list[Finding]:
@@ -676,6 +867,9 @@ def _collapse_missing(findings: list[Finding], all_keys: Iterable[CheckKey]) -> 
 def render_summary(g: GateResult) -> str:
     """The Markdown summary for a pull request comment: baseline changes, verdict, regressions, notes."""
     parts: list[str] = []
+    decl = [f for f in g.findings if f.kind == "declaration"]
+    if decl:
+        parts.append(_declaration_md(decl))
     if g.baseline_changes:
         parts.append(_baseline_change_md(g))
     regs = _collapse_missing(g.regressions, g.keys)
@@ -742,6 +936,20 @@ def _findings_table(title: str, findings: Sequence[Finding]) -> str:
     return head + "\n".join(rows)
 
 
+def _declaration_md(findings: Sequence[Finding]) -> str:
+    loosened = [f for f in findings if f.regression]
+    lines = [
+        f"### ⚠️ Declarations changed: {len(loosened)} loosened, {len(findings) - len(loosened)} other "
+        "(what the kernels claim in normgate.register, against the baseline)",
+        "",
+    ]
+    for f in (loosened + [f for f in findings if not f.regression])[:MAX_LISTED]:
+        lines.append(f"- {'**loosened**: ' if f.regression else ''}{md(f.message)}")
+    if len(findings) > MAX_LISTED:
+        lines.append(f"- … and {len(findings) - MAX_LISTED} more")
+    return "\n".join(lines)
+
+
 def _baseline_change_md(g: GateResult) -> str:
     loosened = [c for c in g.baseline_changes if c.loosened]
     other = [c for c in g.baseline_changes if not c.loosened]
@@ -762,6 +970,9 @@ def plain_lines(g: GateResult) -> list[str]:
     regs = _collapse_missing(g.regressions, g.keys)
     head = "normgate gate: PASS" if g.passed else f"normgate gate: FAIL ({_plural(len(regs), 'regression')})"
     lines = [head]
+    decl = [f for f in g.findings if f.kind == "declaration"]
+    if decl:
+        lines.append(f"  declarations changed: {len(decl)} ({sum(f.regression for f in decl)} loosened)")
     loosened = [c for c in g.baseline_changes if c.loosened]
     if loosened:
         lines.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import errno
 import hashlib
 import math
 import os
@@ -806,6 +807,11 @@ def write_text_atomic(path: str, text: str) -> None:
 
     Raises :class:`OSError` when the folder is missing or not writable.
     """
+    from normgate.reports.outputs import special_kind
+
+    kind = special_kind(path)
+    if kind:  # the rename would replace the link or node itself
+        raise OSError(errno.EINVAL, f"it is {kind}; normgate writes outputs as regular files only", path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".normgate-", suffix=".tmp", dir=directory)
     try:

@@ -22,14 +22,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-VERDICTS: tuple[str, ...] = ("pass", "fail", "error", "skip", "range")
-CHECKS: tuple[str, ...] = ("accuracy", "contract", "repeat", "poisoned", "batch_invariance")
-DETERMINISM_CHECKS: tuple[str, ...] = ("repeat", "poisoned", "batch_invariance")
+from normgate.names import CHECKS as CHECKS  # re-exported for the report and the gate
+from normgate.names import DETERMINISM as DETERMINISM_CHECKS  # noqa: F401 - re-exported
+from normgate.names import VERDICTS
+
 OUTPUTS: tuple[str, ...] = ("y", "h", "dx", "dweight", "dbias", "dresidual")
 #: Batch sizes whose benchmarks measure latency rather than bandwidth.
 SMALL_M: frozenset[int] = frozenset({1, 32, 128})
 
 _RESULT_REQUIRED = ("kernel", "check", "dtype", "verdict")
+#: The results format this reader judges (docs/results-format.md); version 1 had no "format" field.
+RESULTS_FORMAT = "normgate-results/2"
+#: The ``seq`` of the error line the supervisor writes for a task whose worker died or hung.
+SUPERVISOR_SEQ = 10**9
 
 
 class LoadError(Exception):
@@ -55,6 +60,9 @@ class Run:
     summary: dict[str, Any] | None = None
     problems: list[Problem] = field(default_factory=list)
     label: str = ""
+    env_lines: list[int] = field(default_factory=list)  # line numbers of every env line
+    summary_lines: list[int] = field(default_factory=list)
+    task_lines: dict[str, list[int]] = field(default_factory=dict)  # task id -> its task lines
 
     @property
     def interpreter(self) -> bool | None:
@@ -83,6 +91,8 @@ def _where(path: str, lineno: int) -> str:
 def _parse_line(path: str, lineno: int, text: str, last: bool) -> dict[str, Any]:
     try:
         obj = json.loads(text.rstrip("\r\n"))
+    except RecursionError:
+        raise LoadError(f"{_where(path, lineno)}: not valid results JSON (nested too deeply)") from None
     except json.JSONDecodeError as e:
         hint = (
             "the line is cut off: the run was killed mid-write; re-run it (normgate run --resume)"
@@ -133,6 +143,7 @@ def parse_results(path: str, lines: Iterable[str]) -> Run:
         kind = obj["type"]
         last_type = kind
         if kind == "env":
+            run.env_lines.append(lineno)
             if run.env is None:
                 run.env = obj
                 if run.results or run.tasks:
@@ -152,9 +163,12 @@ def parse_results(path: str, lines: Iterable[str]) -> Run:
             obj["_line"] = lineno
             run.results.append(obj)
         elif kind == "task":
+            obj["_line"] = lineno
             run.tasks.append(obj)
+            run.task_lines.setdefault(str(obj.get("task")), []).append(lineno)
         elif kind == "summary":
             run.summary = obj
+            run.summary_lines.append(lineno)
             seen_summary_at = lineno
         # Other types are ignored: newer writers may add lines this reader does not need.
     _flag_problems(run, seen_summary_at, last_type)
@@ -193,10 +207,20 @@ def _flag_problems(run: Run, summary_at: int, last_type: str) -> None:
 
 
 def _check_summary_counts(run: Run) -> None:
-    """The summary must not claim fewer failures than the lines show, nor more than they hold."""
+    """The summary must count exactly the lines the file holds: a file with lines deleted, or
+    duplicated, does not match its own summary."""
     assert run.summary is not None
     counts = run.verdict_counts()
-    for v in ("fail", "error"):
+    said_cases = run.summary.get("cases")
+    if isinstance(said_cases, int) and said_cases != len(run.results):
+        run.problems.append(
+            Problem(
+                "summary-mismatch",
+                f"{run.path}: summary counts {said_cases} cases but the file has {len(run.results)} result "
+                "lines: result lines are missing or duplicated, or the file was edited",
+            )
+        )
+    for v in VERDICTS:
         said = run.summary.get(v)
         if isinstance(said, int) and said != counts.get(v, 0):
             run.problems.append(
@@ -206,6 +230,126 @@ def _check_summary_counts(run: Run) -> None:
                     f"{counts.get(v, 0)} {v} lines: result lines are missing or the file was edited",
                 )
             )
+
+
+#: Problems that make a file unfit to judge at all (exit 2), not merely an unfinished run (exit 1).
+MALFORMED_PROBLEMS = frozenset({"summary-mismatch", "env-mixed", "env-late", "after-summary"})
+
+
+def validate_run(run: Run) -> None:
+    """Raise :class:`LoadError` unless the file is one run, consistent with itself.
+
+    What the gate and ``normgate baseline`` hold a file to: the current format; exactly one env
+    line and one summary line (two runs concatenated have two of each); the summary's counts equal
+    to the lines; no result line twice (the same task and sequence number); every result line of
+    a finished run belonging to a task whose ``task`` line names the same kernel, dtype and check
+    and counts its cases; and a declaration for every kernel. An unfinished run (no summary, or
+    interrupted) is not malformed: the gate fails it (exit 1) for being unfinished."""
+    path = run.path
+    if run.env is not None and run.env.get("format") != RESULTS_FORMAT:
+        got = run.env.get("format")
+        raise LoadError(
+            f"{path}:{run.env_lines[0]}: results format {got!r}, expected {RESULTS_FORMAT!r}"
+            + (" (written by an older normgate)" if got is None else "")
+            + "; re-run normgate run to regenerate it"
+        )
+    if len(run.env_lines) > 1:
+        raise LoadError(
+            f"{path}:{run.env_lines[1]}: a second env line (the first at line {run.env_lines[0]}): "
+            "one results file holds one run"
+        )
+    if len(run.summary_lines) > 1:
+        raise LoadError(
+            f"{path}:{run.summary_lines[1]}: a second summary line (the first at line "
+            f"{run.summary_lines[0]}): one results file holds one run"
+        )
+    bad = [p for p in run.problems if p.code in MALFORMED_PROBLEMS]
+    if bad:
+        raise LoadError(f"{bad[0].message}; the file is not one consistent run")
+    seen: dict[tuple[str, Any], int] = {}
+    per_task: dict[str, list[dict[str, Any]]] = {}
+    for r in run.results:
+        ident = (str(r.get("task")), r.get("seq"))
+        if ident in seen:
+            raise LoadError(
+                f"{path}:{r['_line']}: the same result as line {seen[ident]} (task {ident[0]}, seq {ident[1]}): "
+                "duplicated lines"
+            )
+        seen[ident] = r["_line"]
+        per_task.setdefault(ident[0], []).append(r)
+    for task, lines in run.task_lines.items():
+        if len(lines) > 1:
+            raise LoadError(f"{path}:{lines[1]}: a second task line for {task} (the first at line {lines[0]})")
+    _validate_declarations(run)
+    if run.summary is None or run.summary.get("interrupted"):
+        return
+    tasks = {str(t.get("task")): t for t in run.tasks}
+    for r in run.results:
+        t = tasks.get(str(r.get("task")))
+        if t is None:
+            raise LoadError(
+                f"{path}:{r['_line']}: result of task {r.get('task')!r}, which has no task line in a finished run"
+            )
+        if (t.get("kernel"), t.get("dtype"), t.get("check")) != (r["kernel"], r["dtype"], r["check"]):
+            raise LoadError(
+                f"{path}:{r['_line']}: result of {r['kernel']} {r['dtype']} {r['check']} filed under task "
+                f"{t.get('task')!r} of {t.get('kernel')} {t.get('dtype')} {t.get('check')}"
+            )
+    for task, t in tasks.items():
+        _check_task_count(path, t, per_task.get(task, []))
+
+
+def _check_task_count(path: str, task: Mapping[str, Any], lines: list[Mapping[str, Any]]) -> None:
+    """A task's line says how many cases it ran; its result lines must be those cases.
+
+    Allowed beyond them: one error line of the supervisor (a worker that died or hung), a skip
+    line for a task that generated no case, an error line for a harness error."""
+    where = f"{path}:{task['_line']}"
+    if not lines:
+        raise LoadError(f"{where}: task {task.get('task')} has no result lines")
+    cases = task.get("cases")
+    if cases is None:
+        return  # a task whose worker died: it has no count to hold its lines to
+    if not isinstance(cases, int) or isinstance(cases, bool) or cases < 0:
+        raise LoadError(f"{where}: task {task.get('task')}: cases must be a count, got {cases!r}")
+    mine = [r for r in lines if not (r.get("seq") == SUPERVISOR_SEQ and r["verdict"] == "error")]
+    extra = len(mine) - cases
+    last = mine[-1] if mine else None
+    explained = extra == 1 and last is not None and (
+        (last["verdict"] == "skip" and cases == 0)
+        or (last["verdict"] == "error" and str(last.get("reason", "")).startswith("harness error"))
+    )
+    if extra and not explained:
+        raise LoadError(
+            f"{where}: task {task.get('task')} counts {cases} cases but the file has {len(mine)} of its result "
+            "lines: lines are missing or duplicated, or the file was edited"
+        )
+
+
+def _validate_declarations(run: Run) -> None:
+    kernels = sorted({r["kernel"] for r in run.results})
+    if run.env is None or not kernels:
+        return
+    decl = run.env.get("declarations")
+    if not isinstance(decl, dict) or not all(isinstance(v, dict) for v in decl.values()):
+        raise LoadError(
+            f'{run.path}:{run.env_lines[0]}: env line has no "declarations" object (kernel -> what it claims)'
+        )
+    missing = [k for k in kernels if k not in decl]
+    if missing:
+        raise LoadError(
+            f"{run.path}:{run.env_lines[0]}: no declaration for kernel {missing[0]!r} in the env line "
+            f"({len(missing)} kernel{'s' if len(missing) != 1 else ''} without one)"
+        )
+
+
+def declarations(run: Run) -> dict[str, dict[str, Any]]:
+    """What each kernel of the run claimed (from the env line; see :func:`validate_run`)."""
+    decl = (run.env or {}).get("declarations")
+    if not isinstance(decl, dict):
+        return {}
+    kernels = {r["kernel"] for r in run.results}
+    return {k: dict(v) for k, v in sorted(decl.items()) if k in kernels and isinstance(v, dict)}
 
 
 def load_results(path: str) -> Run:

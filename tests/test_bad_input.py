@@ -124,3 +124,119 @@ def test_strings_from_kernels_and_errors_are_escaped_in_report_and_summary(capsy
     assert "alert(1)" in prose and "onerror=alert(2)" in prose  # the strings are there, escaped:
     unescaped = [r"(?<!\\)<(script|img|!--)", r"(?<!\\)\[link", r"(?<!\\)\| pipe", r"(?<!\\)```"]
     assert not [p for p in unescaped if re.search(p, prose)], prose
+
+
+# ----------------------------------------------------------------------------- probes
+
+UNKNOWN_OP = '''
+import normgate
+from normgate.kernels.baselines import torch_rms_norm
+
+normgate.register("wrong_op", torch_rms_norm, op="rmsnrom", variant=normgate.RMSNormVariant(casting="gemma"),
+                  dtypes=("fp32",))
+'''
+EXITS = "import os\nos._exit(0)\n"
+NOISY = '''
+import normgate
+
+def noisy(x, w, eps):
+    raise ValueError("\\n::error file=x.py::forged annotation\\x1b[2J\\x1b[31mred")
+
+normgate.register("noisy", noisy, op="rmsnorm", variant=normgate.RMSNormVariant(casting="gemma"), dtypes=("fp32",))
+'''
+
+
+def test_an_unknown_op_at_registration_is_a_usage_error(tmp_path):
+    f = tmp_path / "wrong_op.py"
+    f.write_text(UNKNOWN_OP)
+    proc = normgate_cli("run", "--device", "cpu", "--load", str(f), "--out", str(tmp_path / "r.jsonl"))
+    assert proc.returncode == 2 and "declares unknown op 'rmsnrom'" in proc.stderr, proc.stderr
+
+
+def test_a_load_file_that_exits_never_makes_run_pass(tmp_path):
+    f = tmp_path / "exits.py"
+    f.write_text(EXITS)
+    proc = normgate_cli(*RUN, "--load", str(f), "--out", str(tmp_path / "r.jsonl"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "called os._exit(0) while being imported" in proc.stderr
+
+
+def test_deeply_nested_json_under_resume_is_a_clean_exit_2(capsys, tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"type": "env", "x": ' + "[" * 100000 + "]" * 100000 + "}\n")
+    code, err = _main(capsys, *RUN, "--resume", str(deep))
+    assert code == 2 and "nested too deeply" in err and "Traceback" not in err, err
+
+
+def test_resume_with_another_out_is_refused(capsys, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text((DATA / "pass.jsonl").read_text())
+    code, err = _main(capsys, *RUN, "--resume", str(a), "--out", str(b))
+    assert code == 2 and f"--resume {a} continues that file in place" in err
+    assert not b.exists() and a.read_text() == (DATA / "pass.jsonl").read_text()
+
+
+def test_resume_of_an_older_results_format_is_refused(capsys, tmp_path):
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"type": "env", "device": "cpu", "seed": 0, "examples": 1}) + "\n")
+    code, err = _main(capsys, *RUN, "--resume", str(old))
+    assert code == 2 and "results format None there" in err, err
+
+
+def test_workers_are_capped(tmp_path):
+    proc = normgate_cli(*RUN, "--workers", "1000", "--out", str(tmp_path / "r.jsonl"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--workers 1000: using 1" in proc.stderr  # one task: one worker
+    env = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    assert env["workers"] == 1
+
+
+def test_a_worker_that_fails_to_start_leaves_the_out_file_alone(tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text((DATA / "pass.jsonl").read_text())
+    # imports in normgate, fails in a fresh worker process
+    f = tmp_path / "parent_only.py"
+    f.write_text("import os\nif os.environ.get('NORMGATE_SUPERVISOR_PID'):\n    raise RuntimeError('no')\n"
+                 + UNKNOWN_OP.replace("wrong_op", "fine_op").replace("rmsnrom", "rmsnorm"))
+    proc = normgate_cli("run", "--device", "cpu", "--load", str(f), "--kernels", "fine_op", "--checks", "contract",
+                        "--examples", "1", "--out", str(out))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert out.read_text() == (DATA / "pass.jsonl").read_text()
+
+
+@pytest.mark.parametrize("how", ["report-is-out", "report-is-resume", "out-is-load", "out-is-fifo", "out-is-symlink"])
+def test_run_never_overwrites_its_own_input_or_a_special_file(capsys, tmp_path, how):
+    import os
+
+    res = tmp_path / "r.jsonl"
+    res.write_text((DATA / "pass.jsonl").read_text())
+    kept = res.read_text()
+    argv = {
+        "report-is-out": ("--out", str(res), "--report", str(res)),
+        "report-is-resume": ("--resume", str(res), "--report", str(res)),
+        "out-is-load": ("--load", str(res), "--out", str(res)),
+        "out-is-fifo": ("--out", str(tmp_path / "fifo")),
+        "out-is-symlink": ("--out", str(tmp_path / "link")),
+    }[how]
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(res)
+    if how == "out-is-load":  # a --load file is read before the run; use a real one
+        argv = ("--load", str(BROKEN / "raises.py"), "--out", str(BROKEN / "raises.py"))
+        kept_load = (BROKEN / "raises.py").read_text()
+    code, err = _main(capsys, *RUN, *argv)
+    assert code == 2, err
+    assert "destroy" in err or "name one file" in err or "regular files only" in err, err
+    assert res.read_text() == kept and (tmp_path / "fifo").is_fifo() and (tmp_path / "link").is_symlink()
+    if how == "out-is-load":
+        assert (BROKEN / "raises.py").read_text() == kept_load
+
+
+def test_kernel_text_on_stderr_is_sanitized(tmp_path):
+    f = tmp_path / "noisy.py"
+    f.write_text(NOISY)
+    proc = normgate_cli("run", "--device", "cpu", "--load", str(f), "--kernels", "noisy", "--checks", "accuracy",
+                        "--examples", "2", "--out", str(tmp_path / "r.jsonl"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "forged annotation" in proc.stderr
+    assert "\x1b" not in proc.stderr
+    assert not [ln for ln in proc.stderr.splitlines() if ln.lstrip().startswith("::")], proc.stderr

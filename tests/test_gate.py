@@ -33,11 +33,20 @@ def write_lines(path: Path, lines: list[dict]) -> Path:
 
 
 def resummarize(lines: list[dict]) -> list[dict]:
-    """Recount the summary line after editing result lines."""
-    lines = [ln for ln in lines if ln["type"] != "summary"]
+    """Recount the task and summary lines after editing result lines (a consistent file, as a
+    run would have written it)."""
+    lines = [ln for ln in lines if ln["type"] not in ("summary", "task")]
     results = [ln for ln in lines if ln["type"] == "result"]
+    tasks: dict[str, list[dict]] = {}
+    for r in results:
+        tasks.setdefault(r["task"], []).append(r)
+    task_lines = [
+        {"type": "task", "task": t, "kernel": rs[0]["kernel"], "check": rs[0]["check"], "dtype": rs[0]["dtype"],
+         "cases": len(rs), "status": "done"}
+        for t, rs in tasks.items()
+    ]
     counts = {v: sum(r["verdict"] == v for r in results) for v in ("pass", "fail", "error", "skip", "range")}
-    return [*lines, {"type": "summary", "cases": len(results), **counts, "interrupted": False}]
+    return [*lines, *task_lines, {"type": "summary", "cases": len(results), **counts, "interrupted": False}]
 
 
 @pytest.fixture
@@ -274,7 +283,12 @@ def test_all_skipped_and_coverage_drop(gate: Gate, baseline: Path, tmp_path: Pat
 
 def test_new_kernels(gate: Gate, baseline: Path, tmp_path: Path):
     lines = read_lines("pass.jsonl")
-    extra = [dict(ln, kernel="new_rmsnorm") for ln in lines if ln.get("kernel") == "triton_rmsnorm"]
+    lines[0]["declarations"]["new_rmsnorm"] = lines[0]["declarations"]["triton_rmsnorm"]
+    extra = [
+        dict(ln, kernel="new_rmsnorm", task=ln["task"].replace("triton_", "new_"))
+        for ln in lines
+        if ln.get("kernel") == "triton_rmsnorm" and ln["type"] == "result"
+    ]
     assert gate(write_lines(tmp_path / "ok.jsonl", resummarize(lines + extra)), baseline) == 0
     assert "new check" in gate.summary  # a note, with a hint to extend the baseline
     extra[3]["verdict"] = "fail"
@@ -484,3 +498,221 @@ def test_outputs_are_not_written_on_input_errors(tmp_path: Path, baseline: Path)
     summary = tmp_path / "s.md"
     assert cli("gate", DATA / "malformed.jsonl", "--baseline", baseline, "--summary", summary) == 2
     assert not summary.exists()
+
+
+# ----------------------------------------------------------------------------- crafted inputs
+# Each one a pull request's data trying to talk the gate out of its verdict.
+
+ACC = ("torch_rmsnorm", "fp32", "accuracy")
+
+
+def _acc_lines(lines: list[dict]) -> list[dict]:
+    return [
+        ln for ln in lines if ln["type"] == "result" and (ln["kernel"], ln["dtype"], ln["check"]) == ACC
+    ]
+
+
+def _set_fail(ln: dict, ulp: float) -> None:
+    ln["verdict"], ln["reason"] = "fail", f"y: {ulp:g} ULP > bound"
+    for e in ln["errors"].values():
+        e["max_ulp"], e["ratio"] = ulp, ulp / e["bound_ulp"]
+
+
+def _known_baseline(tmp_path: Path) -> Path:
+    """A baseline that knows one accuracy case of torch_rmsnorm fp32 failing at 5 ULP."""
+    lines = read_lines("pass.jsonl")
+    _set_fail(_acc_lines(lines)[1], 5.0)
+    out = tmp_path / "known.json"
+    assert cli("baseline", write_lines(tmp_path / "k.jsonl", resummarize(lines)), "-o", out, "--accept-failures") == 0
+    return out
+
+
+def test_known_failures_are_per_case_with_their_figures(gate: Gate, tmp_path: Path):
+    known = _known_baseline(tmp_path)
+    entry = next(c for c in json.loads(known.read_text())["checks"] if (c["kernel"], c["dtype"], c["check"]) == ACC)
+    assert [k["verdict"] for k in entry["known"]] == ["fail"] and entry["known"][0]["max_ulp"]["y"] == 5.0
+    lines = read_lines("pass.jsonl")
+    _set_fail(_acc_lines(lines)[1], 5.0)
+    assert gate(write_lines(tmp_path / "same.jsonl", resummarize(lines)), known) == 0  # the same failure
+    # every case failing, a billion ULP off
+    for ln in _acc_lines(lines):
+        _set_fail(ln, 1e9)
+    assert gate(write_lines(tmp_path / "all.jsonl", resummarize(lines)), known) == 1
+    assert "not a known failing case" in gate.summary and "fails worse" in gate.summary
+    # and with all but the known case deleted
+    keep = [ln for ln in lines if ln not in _acc_lines(lines)[:1] + _acc_lines(lines)[2:]]
+    assert gate(write_lines(tmp_path / "one.jsonl", resummarize(keep)), known) == 1
+    assert "fails worse" in gate.summary and "coverage dropped" in gate.summary
+    # the known case failing in another way (an error where a fail was known)
+    lines = read_lines("pass.jsonl")
+    err = _acc_lines(lines)[1]
+    err["verdict"], err["reason"] = "error", "RuntimeError: boom"
+    del err["errors"]
+    assert gate(write_lines(tmp_path / "err.jsonl", resummarize(lines)), known) == 1
+    assert "known as fail, now error" in gate.summary
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_n", 16),
+        ("inplace", True),
+        ("batch_invariant", False),
+        ("strided", False),
+        ("backward", False),
+        ("eps_values", [1e-6]),
+        ("devices", ["cuda"]),
+        ("variant", "casting=none"),
+        ("new_claim", True),
+    ],
+)
+def test_a_loosened_declaration_is_a_regression_listed_first(gate: Gate, baseline: Path, tmp_path: Path, field, value):
+    lines = read_lines("pass.jsonl")
+    lines[0]["declarations"]["torch_rmsnorm"][field] = value
+    assert gate(write_lines(tmp_path / "r.jsonl", lines), baseline) == 1
+    summary = gate.summary
+    assert summary.startswith("### ⚠️ Declarations changed: 1 loosened")
+    assert f"torch\\_rmsnorm: declares {field.replace('_', chr(92) + '_')}" in summary.split("\n\n")[1]
+    assert "declarations changed: 1 (1 loosened)" in gate.out
+
+
+def test_a_tightened_declaration_is_listed_but_passes(gate: Gate, baseline: Path, tmp_path: Path):
+    lines = read_lines("pass.jsonl")
+    lines[0]["declarations"]["torch_rmsnorm"]["full_range"] = True
+    assert gate(write_lines(tmp_path / "r.jsonl", lines), baseline) == 0
+    assert gate.summary.startswith("### ⚠️ Declarations changed: 0 loosened, 1 other")
+
+
+def _malformed(lines: list[dict], how: str) -> list[dict]:
+    results = [i for i, ln in enumerate(lines) if ln["type"] == "result"]
+    if how == "half-deleted":  # the summary kept as it was
+        drop = set(results[::2])
+        return [ln for i, ln in enumerate(lines) if i not in drop]
+    if how == "half-deleted-resummarized":  # task lines kept: their counts no longer match
+        drop = set(results[::2])
+        kept = [ln for i, ln in enumerate(lines) if i not in drop]
+        return [ln for ln in kept if ln["type"] != "summary"] + resummarize(
+            [ln for ln in kept if ln["type"] != "task"]
+        )[-1:]
+    if how == "every-line-twice":
+        return [lines[0], *[ln for ln in lines[1:-1] for _ in range(2)], lines[-1]]
+    if how == "duplicates-resummarized":  # the summary recounted to match
+        body = [ln for ln in lines[1:-1] for _ in range(3)]
+        return [lines[0], *body, resummarize([ln for ln in body if ln["type"] == "result"])[-1]]
+    if how == "two-runs":
+        return lines + lines
+    if how == "second-env":
+        return [lines[0], *lines]
+    if how == "no-format":
+        return [{k: v for k, v in lines[0].items() if k != "format"}, *lines[1:]]
+    if how == "no-declarations":
+        return [{k: v for k, v in lines[0].items() if k != "declarations"}, *lines[1:]]
+    if how == "wrong-task":
+        lines = [dict(ln) for ln in lines]
+        lines[results[0]]["task"] = "triton_layernorm/fp32/accuracy"
+        return lines
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("half-deleted", "summary counts"),
+        ("half-deleted-resummarized", "result lines: lines are missing"),
+        ("every-line-twice", "summary counts"),
+        ("duplicates-resummarized", "duplicated lines"),
+        ("two-runs", "second env line"),
+        ("second-env", "second env line"),
+        ("no-format", "results format None"),
+        ("no-declarations", 'no "declarations"'),
+        ("wrong-task", "filed under task"),
+    ],
+)
+def test_results_must_be_one_consistent_run(gate: Gate, baseline: Path, tmp_path: Path, how, message):
+    path = write_lines(tmp_path / "r.jsonl", _malformed(read_lines("pass.jsonl"), how))
+    assert gate(path, baseline) == 2
+    assert message in gate.err and len(gate.err.strip().splitlines()) == 1, gate.err
+    assert cli("baseline", path, "-o", tmp_path / "b.json") == 2
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        ({"max_ulp_growth": "nan"}, "budget.max_ulp_growth is nan"),
+        ({"max_ulp_growth": "inf"}, "budget.max_ulp_growth is inf"),
+        ({"min_cases_fraction": -1}, "budget.min_cases_fraction is -1"),
+        ({"min_cases_fraction": 2}, "budget.min_cases_fraction is 2"),
+        ({"no_such_rule": 1}, "unknown budget"),
+    ],
+)
+def test_budgets_must_be_finite_and_in_range(gate: Gate, baseline: Path, tmp_path: Path, budget, message):
+    data = json.loads(baseline.read_text())
+    data["budget"].update(budget)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    assert gate("pass.jsonl", bad) == 2 and message in gate.err
+    assert gate("pass.jsonl", baseline, "--proposed-baseline", bad) == 2 and message in gate.err
+
+
+def test_every_loosening_of_known_failures_is_listed(tmp_path: Path):
+    base = gate_mod.load_baseline(str(_known_baseline(tmp_path)))
+    new = gate_mod.load_baseline(str(_known_baseline(tmp_path)))
+    key = next(k for k in new.entries if (k.kernel, k.dtype, k.check) == ACC)
+    e = new.entries[key]
+    e.verdicts["error"] = 1
+    e.known.append(gate_mod.KnownCase("rmsnorm,9x9,fp32,x=normal", "error"))
+    e.known[0] = gate_mod.KnownCase(e.known[0].case, "fail", (("y", 50.0),))
+    messages = [c.message for c in gate_mod.compare_baselines(base, new) if c.loosened]
+    assert any("now accepts error" in m for m in messages), messages
+    assert any("accepts a new failing case (error)" in m for m in messages), messages
+    assert any("accepts worse errors on known case" in m for m in messages), messages
+    new.declarations["torch_rmsnorm"]["max_n"] = 16
+    assert any("declares max_n any → 16" in c.message for c in gate_mod.compare_baselines(base, new) if c.loosened)
+
+
+@pytest.mark.parametrize("command", ["report", "baseline", "gate-junit", "gate-summary-results", "gate-both"])
+def test_a_command_never_overwrites_its_own_input(
+    tmp_path: Path, baseline: Path, capsys: pytest.CaptureFixture[str], command: str
+):
+    results = tmp_path / "r.jsonl"
+    results.write_bytes((DATA / "pass.jsonl").read_bytes())
+    before = {p: p.read_bytes() for p in (results, baseline)}
+    argv = {
+        "report": ("report", results, "-o", results),
+        "baseline": ("baseline", results, "-o", results),
+        "gate-junit": ("gate", results, "--baseline", baseline, "--junit", baseline),
+        "gate-summary-results": ("gate", results, "--baseline", baseline, "--summary", tmp_path / "." / "r.jsonl"),
+        "gate-both": ("gate", results, "--baseline", baseline, "--summary", tmp_path / "s", "--junit", tmp_path / "s"),
+    }[command]
+    assert cli(*argv) == 2
+    err = capsys.readouterr().err
+    assert "destroy" in err or "name one file" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_outputs_never_replace_special_files(tmp_path: Path, baseline: Path, capsys, kind: str):
+    target = tmp_path / "precious.md"
+    target.write_text("keep me")
+    out = tmp_path / "summary.md"
+    if kind == "symlink":
+        out.symlink_to(target)
+    else:
+        import os
+
+        os.mkfifo(out)
+    assert cli("gate", DATA / "pass.jsonl", "--baseline", baseline, "--summary", out) == 2
+    assert f"is a {'symbolic link' if kind == 'symlink' else 'FIFO'}" in capsys.readouterr().err
+    assert out.is_symlink() if kind == "symlink" else out.is_fifo()
+    assert target.read_text() == "keep me"
+    assert cli("report", DATA / "pass.jsonl", "-o", out) == 2
+    assert cli("baseline", DATA / "pass.jsonl", "-o", out) == 2
+
+
+def test_deeply_nested_json_is_malformed(gate: Gate, baseline: Path, tmp_path: Path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"type": "result", "x": ' + "[" * 100000 + "]" * 100000 + "}\n")
+    assert gate(deep, baseline) == 2 and "nested too deeply" in gate.err
+    nested = tmp_path / "deep.json"
+    nested.write_text("[" * 100000 + "]" * 100000)
+    assert gate("pass.jsonl", nested) == 2 and "Traceback" not in gate.err

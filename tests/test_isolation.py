@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import normgate_cli
 
 from normgate import results
@@ -113,3 +114,70 @@ def test_a_hung_worker_dies_with_its_supervisor(tmp_path):
     lines = results.read_lines(out, allow_truncated_tail=True)
     assert lines[0]["type"] == "env" and not any(ln["type"] == "summary" for ln in lines)
     assert json.loads(out.read_text().splitlines()[1])["verdict"] == "pass"
+
+
+# ----------------------------------------------------------------------------- blame
+
+INNOCENT = "torch_rms_norm"
+
+
+def _run_with_innocent(tmp_path, broken_file: str, broken: str, checks: str = "accuracy,contract,repeat",
+                       examples: str = "60", env: dict | None = None):
+    out = tmp_path / "r.jsonl"
+    argv = [sys.executable, "-m", "normgate.cli", "run", "--load", str(BROKEN / broken_file), "--kernels",
+            f"{broken},{INNOCENT}", "--dtypes", "fp32", "--checks", checks, "--examples", examples,
+            "--timeout", "60", "--workers", "1", "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TRITON_INTERPRET="1", **(env or {})))
+    lines = results.read_lines(out)
+    res = [ln for ln in lines if ln["type"] == "result"]
+    return proc, lines, res
+
+
+@pytest.mark.parametrize(("broken_file", "broken", "reason"), [
+    ("late_alarm.py", "broken_late_alarm", "SIGALRM"),
+    ("thread_exit.py", "broken_thread_exit", "exit code 7"),
+    ("atexit_crash.py", "broken_atexit", "exit code 9"),
+])
+def test_a_death_after_the_task_reported_done_is_blamed_on_that_task(tmp_path, broken_file, broken, reason):
+    """The broken kernel's task runs first in the one worker; its worker dies after the task
+    reported done (a timer, a thread, an exit handler). The next tasks are another candidate's:
+    they must pass, and the death must be this kernel's error."""
+    proc, lines, res = _run_with_innocent(tmp_path, broken_file, broken)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    innocent = [ln for ln in res if ln["kernel"] == INNOCENT]
+    assert innocent and {ln["verdict"] for ln in innocent} == {"pass"}, [
+        ln["reason"] for ln in innocent if ln["verdict"] != "pass"]
+    errors = [ln for ln in res if ln["verdict"] == "error"]
+    # one error per task of the broken kernel at most (each of its tasks may kill a worker)
+    assert errors and {e["kernel"] for e in errors} == {broken}, errors
+    assert len({e["task"] for e in errors}) == len(errors)
+    assert all(reason in e["reason"] for e in errors), [e["reason"] for e in errors]
+    # one consistent run: the gate can judge it (a rerun task left no duplicate line)
+    from normgate.reports.load import load_results, validate_run
+
+    validate_run(load_results(str(tmp_path / "r.jsonl")))
+
+
+def test_processes_a_kernel_starts_end_with_its_worker(tmp_path):
+    pids = tmp_path / "pids"
+    proc, lines, res = _run_with_innocent(tmp_path, "orphan.py", "broken_orphan", checks="accuracy",
+                                          examples="4", env={"NORMGATE_ORPHAN_PID": str(pids)})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    started = [int(p) for p in pids.read_text().split()]
+    assert started
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(map(_alive, started)):
+        time.sleep(0.1)
+    assert not any(map(_alive, started)), "a process the kernel started outlived its worker"
+
+
+def test_forged_events_are_not_taken_for_results(tmp_path):
+    """An always-wrong kernel writes well-formed "pass" lines and a "done" to the event pipe."""
+    proc, lines, res = _run_with_innocent(tmp_path, "forger.py", "broken_forger", checks="accuracy",
+                                          examples="4")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    mine = [ln for ln in res if ln["kernel"] == "broken_forger"]
+    assert [ln["verdict"] for ln in mine] == ["error"], mine
+    assert "did not sign" in mine[0]["reason"]
+    assert {ln["verdict"] for ln in res if ln["kernel"] == INNOCENT} == {"pass"}

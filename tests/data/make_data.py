@@ -24,8 +24,30 @@ REGIMES = ["normal", "zeros", "tiny", "huge", "outlier"]
 OUTPUTS = {"rmsnorm": ["y", "dx", "dweight"], "layernorm": ["y", "dx", "dweight", "dbias"]}
 DET = ["repeat", "poisoned", "batch_invariance"]
 
+
+
+def declaration(op: str, variant: str, dtypes: list[str] = DTYPES, triton: bool = False) -> dict:
+    """What Candidate.declaration() writes for a kernel registered with the defaults."""
+    return {
+        "op": op,
+        "variant": variant,
+        "dtypes": list(dtypes),
+        "devices": ["cpu", "cuda"],
+        "backward": True,
+        "inplace": False,
+        "strided": True,
+        "eps_none": True,
+        "full_range": False,
+        "eps_values": None,
+        "max_n": None,
+        "batch_invariant": True,
+        "triton": triton,
+    }
+
+
 ENV = {
     "type": "env",
+    "format": "normgate-results/2",
     "normgate": "0.1.0",
     "torch": "2.11.0+cu130",
     "triton": "3.6.0",
@@ -41,6 +63,7 @@ ENV = {
     "seed": 0,
     "examples": 5,
     "argv": ["normgate", "run", "--out", "results.jsonl"],
+    "declarations": {k: declaration(op, v, triton=k.startswith("triton")) for k, op, v in KERNELS},
 }
 
 
@@ -252,7 +275,14 @@ def worse_run() -> list[dict]:
 def xss_run() -> list[dict]:
     """Strings that must be escaped everywhere: HTML, Markdown, XML."""
     bad = "<script>alert(1)</script>"
-    lines = [dict(ENV, gpu="<b>GPU</b>", argv=["normgate", "run", "--load", "<img src=x onerror=alert(3)>"])]
+    lines = [
+        dict(
+            ENV,
+            gpu="<b>GPU</b>",
+            argv=["normgate", "run", "--load", "<img src=x onerror=alert(3)>"],
+            declarations={bad: declaration("rmsnorm", "a|b`c`", ["bf16"])},
+        )
+    ]
     key = "rmsnorm,2x3,bf16,x=normal,dy=normal,w=ones,eps=1e-06,contiguous,seed=1"
     lines.append(
         {
@@ -316,6 +346,19 @@ def xss_run() -> list[dict]:
             "notes": [],
         }
     )
+    for check in ("accuracy", "repeat"):
+        lines.append(
+            {
+                "type": "task",
+                "task": f"{bad}/bf16/{check}",
+                "kernel": bad,
+                "check": check,
+                "dtype": "bf16",
+                "cases": 1,
+                "status": "done",
+                "elapsed_s": 0.01,
+            }
+        )
     return with_summary(lines)
 
 
