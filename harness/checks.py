@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import memory
+from . import guards, memory
 from .candidates import Candidate
 from .case import Case
+from .names import CHECKS as CHECKS  # re-exported: the checks are named in one place
+from .names import DETERMINISM as DETERMINISM
 from .op import Op, Tensors
 from .tolerance import compare, final_rounding
 
 BEYOND = "beyond"
-DETERMINISM = ("repeat", "poisoned", "batch_invariance")
-CHECKS = ("accuracy", "contract") + DETERMINISM
 
 
 @dataclass
@@ -72,10 +72,11 @@ def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool
     fn = fn or cand.resolve()
     backward = backward and cand.backward
     args: Tensors = {}
+    fences: list[guards.Guard | None] = []
     for k, v in inputs.items():
         if k.startswith("grad:"):
             continue
-        a = clone(v)
+        a = _handed(k, v, fences)
         if backward and k in op.differentiable:
             a.requires_grad_(True)
         args[k] = a
@@ -94,7 +95,7 @@ def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool
         if missing:
             raise CandidateError(f"output {missing[0]!r} is not connected to autograd, but the candidate "
                                  "declares a backward (register it with backward=False if it has none)")
-        grads = {n: clone(inputs["grad:" + n]).to(outs[n].dtype) for n in names}
+        grads = {n: _handed("grad:" + n, inputs["grad:" + n].to(outs[n].dtype), fences) for n in names}
         for n in names:
             if grads[n].dtype == inputs["grad:" + n].dtype:  # a cast copy cannot show in-place writes
                 args["grad:" + n] = grads[n]
@@ -105,7 +106,18 @@ def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool
             if g is None:
                 raise CandidateError(f"no gradient reached input {k!r}")
             result["d" + k] = g.detach()
+    guards.verify(fences)
     return result, args
+
+
+def _handed(name: str, t: torch.Tensor, fences: list) -> torch.Tensor:
+    """The copy of ``t`` a candidate gets: inside guard bands (harness/guards.py), or a plain copy
+    with the guards off."""
+    if not guards.enabled():
+        return clone(t)
+    a, g = guards.place(name, t)
+    fences.append(g)
+    return a
 
 
 OUT_OF_MEMORY = "out of memory: "
@@ -158,6 +170,9 @@ def guarded(check):
             try:
                 with beyond_the_share(ctx.device) if last_try else contextlib.nullcontext():
                     res = check(cand, op, case, ctx)
+                break
+            except guards.OutOfBounds as e:  # a broken contract whichever check ran the call
+                res = CheckResult("fail", str(e))
                 break
             except Exception as e:  # noqa: BLE001 - a kernel's exception is a result, not a crash
                 oom, reason = _out_of_memory(e), _describe(e)
@@ -341,13 +356,22 @@ def batch_invariance(cand: Candidate, op: Op, case: Case, ctx: Context) -> Check
     return CheckResult("pass")
 
 
+@guarded
+def identities(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
+    """Reference-free identities of the op and exact power-of-two scalings (harness/identity.py)."""
+    from .identity import run
+
+    return run(cand, op, case, ctx)
+
+
 ALL: dict[str, Callable[[Candidate, Op, Case, Context], CheckResult]] = {
     "accuracy": accuracy, "contract": contract, "repeat": repeat, "poisoned": poisoned,
-    "batch_invariance": batch_invariance,
+    "batch_invariance": batch_invariance, "identities": identities,
 }
 
 
 def budget(check: str, examples: int) -> int:
     """Cases per check: accuracy gets the full budget, the costlier or narrower checks less."""
-    share = {"accuracy": 1.0, "contract": 0.25, "repeat": 0.25, "poisoned": 0.125, "batch_invariance": 0.25}
+    share = {"accuracy": 1.0, "contract": 0.25, "repeat": 0.25, "poisoned": 0.125, "batch_invariance": 0.25,
+             "identities": 0.25}
     return max(1, math.ceil(examples * share[check]))

@@ -56,6 +56,11 @@ def _raw_bytes(t: torch.Tensor) -> memoryview:
     return memoryview((ctypes.c_char * n).from_address(t.data_ptr())) if n else memoryview(b"")
 
 
+def bit_view(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bits as integers of its element size (a contiguous copy where needed)."""
+    return _bits(t)
+
+
 def _bits(t: torch.Tensor) -> torch.Tensor:
     t = t.detach().contiguous()
     view = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}[t.element_size()]

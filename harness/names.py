@@ -7,7 +7,7 @@ Triton (seconds, or a minute on a loaded machine) and answer a mistyped argument
 from __future__ import annotations
 
 DETERMINISM = ("repeat", "poisoned", "batch_invariance")
-CHECKS = ("accuracy", "contract") + DETERMINISM
+CHECKS = ("accuracy", "contract") + DETERMINISM + ("identities",)
 VERDICTS = ("pass", "fail", "error", "skip", "range")
 DTYPES = ("fp64", "fp32", "bf16", "fp16")
 DTYPE_FORMS = "one of fp64, fp32, bf16, fp16, or activations/parameters such as bf16/fp32 or fp16/fp32"

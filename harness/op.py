@@ -84,6 +84,28 @@ class Expected:
 Tensors = dict[str, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Scaling:
+    """An exact homogeneity of an op: with ``inputs`` multiplied by 2**k, each output ``o`` in
+    ``powers`` is its old value times 2**(k * powers[o]), bit for bit, wherever no value the
+    computation depends on overflows or turns subnormal (a power of two commutes with rounding in
+    the normal range)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    powers: Mapping[str, int]
+
+
+@dataclass
+class Identity:
+    """One reference-free identity evaluated on a candidate's outputs: ``ratio`` is the largest
+    |measured - expected| / bound over the rows it covers (<= 1: it holds)."""
+
+    name: str
+    ratio: float
+    detail: str = ""
+
+
 class Op(ABC):
     """What normgate needs to know about an op. Subclass, then :func:`register_op` an instance."""
 
@@ -122,6 +144,23 @@ class Op(ABC):
     def domain(self, variant: Variant, case: Case, full_range: bool) -> float:
         """Largest input magnitude inside the variant's domain (inf: everything finite)."""
         return float("inf")
+
+    # ---- reference-free identities (the ``identities`` check); an op without any gets a skip ----
+    def identities(self, inputs: Mapping[str, torch.Tensor], got: Tensors, case: Case, variant: Variant,
+                   rounding: float) -> list[Identity]:
+        """Identities the candidate's outputs must satisfy on these inputs, each with its bound
+        (``rounding``: the final rounding allowance, 0.5 ULP or 1 where stores truncate)."""
+        return []
+
+    def scalings(self, variant: Variant, case: Case) -> list[Scaling]:
+        """Exact homogeneities beyond the one every op has (gradients are linear in the upstream
+        gradient, which the check applies by itself)."""
+        return []
+
+    def scaling_undecidable(self, variant: Variant, case: Case) -> str:
+        """Why exact scaling cannot be judged for this case (a narrow intermediate dtype whose
+        subnormals break it), or "" when it can."""
+        return ""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from normgate.kernels import references as ref
 from normgate.op import register_op
 
@@ -48,6 +50,17 @@ class LayerNormOp(NormOp):
     def exact_backward(self, stats, p, dy, variant, magnitude):
         dx, dw, db = ref.layernorm_backward(stats, p["weight"], dy, variant.bias, magnitude)
         return {"dx": dx, "dweight": dw, "dbias": db}
+
+    def row_directions(self, stats, g, eps):
+        # dx = rstd (g - mean(g) - xhat mean(g xhat)); sum_j xhat_j = 0 exactly, and
+        # mean(xhat^2) = var / (var + eps) = 1 - eps rstd^2. So sum_j dx_j = 0 (no eps term) and
+        # sum_j dx_j xhat_j = rstd sum(g xhat) (1 - mean(xhat^2)) = eps rstd^3 sum_j g_j xhat_j.
+        ones = torch.ones_like(stats.rstd)
+        zero = torch.zeros_like(stats.rstd)
+        r3 = eps * stats.rstd ** 3
+        return [("sum(dx)", ones, zero, zero, zero),
+                ("dx.xhat", stats.xhat, stats.xhat_mag, r3 * (g * stats.xhat).sum(-1, keepdim=True),
+                 r3 * (g.abs() * stats.xhat_mag).sum(-1, keepdim=True))]
 
     def eager(self, variant):
         from normgate.kernels.baselines import layer_norm_eager

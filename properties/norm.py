@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from normgate import dtypes
 from normgate.case import Case
 from normgate.kernels.references import F64, fused_add, resolve_eps
-from normgate.op import Expected, Op, Profile, Tensors, Variant
+from normgate.op import Expected, Identity, Op, Profile, Scaling, Tensors, Variant
+from normgate.tolerance import bound
 
 from . import strategies as S
 
@@ -105,9 +106,11 @@ class NormOp(Op):
         if variant.residual:
             out["residual"] = S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 3), limit, beyond),
                                       xdt, device, case.layout)
-            out["grad:h"] = S.fill_grad(case.dy, case.shape, xdt, S.generator(case.seed, 5)).to(xdt).to(device)
+            out["grad:h"] = _grad_layout(S.fill_grad(case.dy, case.shape, xdt, S.generator(case.seed, 5)), xdt,
+                                         device, case.layout)
         ydt = self.output_dtype(variant, case)
-        out["grad:y"] = S.fill_grad(case.dy, case.shape, ydt, S.generator(case.seed, 4)).to(ydt).to(device)
+        out["grad:y"] = _grad_layout(S.fill_grad(case.dy, case.shape, ydt, S.generator(case.seed, 4)), ydt, device,
+                                     case.layout)
         return out
 
     def outputs(self, variant) -> tuple[str, ...]:
@@ -204,6 +207,87 @@ class NormOp(Op):
                                        dw_defined if is_w else None)
         return res
 
+    # ---- reference-free identities (the ``identities`` check) --------------------------------
+    def row_directions(self, stats, g: torch.Tensor, eps: float) -> list[tuple[str, torch.Tensor, torch.Tensor,
+                                                                             torch.Tensor, torch.Tensor]]:
+        """Per op: (name, v, |error of v| scale, target, magnitude of target) such that the exact dx
+        of the norm satisfies sum_j dx_j v_j = target in every row (float64, rows x N or rows x 1)."""
+        raise NotImplementedError
+
+    def identities(self, inputs, got, case: Case, variant, rounding: float) -> list[Identity]:
+        """The row identities of dx, each bounded by the accuracy check's error model.
+
+        If the exact dx satisfies sum_j dx_j v_j = T in a row, the candidate's dx' satisfies
+        |sum_j dx'_j v_j - T| <= sum_j |dx'_j - dx_j| |v_j| <= sum_j b_j |v_j|, where b_j bounds
+        the candidate's error at element j: the accuracy bound (tolerance.bound: n * u * the
+        magnitude, the variant's intermediate roundings, the final rounding) evaluated at the
+        candidate's own value, doubled, since the ULP there can be half the ULP at the exact value.
+        Only the error model's magnitudes are used, never the reference value. On top, the sum is
+        taken in float64 from float64 v and T, with relative errors of (N + 8) u_64 on their
+        magnitudes: 4 (N + 8) u_64 (sum |dx'_j| |v|_j + |T|) covers them with room."""
+        if "dx" not in got:
+            return []
+        n = case.n
+        xdt = dtypes.to_torch(case.x_dtype)
+        eps = resolve_eps(case.eps, xdt)
+        exp = self.reference(inputs, case, variant, backward=True)["dx"]
+
+        def rows(t):
+            return None if t is None else t.detach().to(F64).reshape(-1, n)
+
+        p = {k: (None if inputs.get(k) is None else inputs[k].detach().to(F64)) for k in ("weight", "bias")}
+        h = fused_add(rows(inputs["x"]), rows(inputs.get("residual")), xdt)
+        _, _, stats = self.exact(h, p, eps, variant)
+        w = p.get("weight")
+        g = rows(inputs["grad:y"]) * (self.param_offset(variant) + w if w is not None else 1.0)
+        dx = rows(got["dx"]).to(exp.magnitude.device)
+        if variant.residual:
+            dx = dx - rows(inputs["grad:h"])  # the norm's own part; dx' - dh errs as dx' does
+        err = 2 * bound(Expected(dx.abs(), exp.magnitude, exp.steps, exp.internal, exp.intermediate, exp.dtype,
+                                 exp.floor), rounding)
+        # rows with a non-finite dx are the contract check's to judge (against the reference), not
+        # an identity's: an overflow to inf in a narrow dtype has no finite sum to compare
+        keep = torch.isfinite(err).all(-1) & torch.isfinite(dx).all(-1)
+        if exp.defined is not None:
+            keep &= exp.defined.expand_as(dx).all(-1)
+        u64 = dtypes.unit_roundoff(F64)
+        out = []
+        for name, v, v_err, target, target_mag in self.row_directions(stats, g, eps):
+            v = v.expand_as(dx)
+            measured = (dx * v).sum(-1)
+            limit = (err * v.abs()).sum(-1) + 4 * (n + 8) * u64 * ((dx.abs() * v_err.expand_as(dx)).sum(-1)
+                                                                    + target_mag.reshape(-1))
+            miss = (measured - target.reshape(-1)).abs()
+            ratio = torch.where(limit > 0, miss / limit, torch.where(miss > 0, float("inf"), 0.0))
+            ratio = torch.nan_to_num(ratio, nan=float("inf"))[keep]
+            if not ratio.numel():
+                continue
+            r = int(ratio.argmax())
+            row = int(keep.nonzero()[r])
+            out.append(Identity(name, float(ratio[r]),
+                                f"row {row}: {float(measured[row]):.6g}, expected {float(target.reshape(-1)[row]):.6g} "
+                                f"within {float(limit[row]):.3g} (error/bound {float(ratio[r]):.3g})"))
+        return out
+
+    def scalings(self, variant, case: Case) -> list[Scaling]:
+        # y and dx are homogeneous of degree 1 in (weight, bias), dW and dB of degree 0, h of 0.
+        # With a fused residual, dx = dx_norm + dh: dh (the gradient reaching h) is scaled too.
+        # Not with a weight offset: (offset + w) does not scale with w.
+        params = self.params(variant)
+        if "weight" not in params or self.param_offset(variant) != 0:
+            return []
+        scaled = params + (("grad:h",) if variant.residual else ())
+        return [Scaling("weight", scaled, {"y": 1, "h": 0, "dx": 1, "dresidual": 1, "dweight": 0, "dbias": 0})]
+
+    def scaling_undecidable(self, variant, case: Case) -> str:
+        # fp16's exponent range is narrow: a product such as dy * w rounded to fp16 (llama's
+        # mandated rounding, or any step of the "none" mode) is often subnormal for 1e-3-scale
+        # factors, and a subnormal rounding does not commute with a power of two. bf16 has
+        # float32's exponent range: nothing a case draws gets near its subnormals.
+        if case.x_dtype == "fp16" and variant.casting in ("llama", "none"):
+            return f"casting {variant.casting} rounds intermediates to fp16, whose subnormals break exact scaling"
+        return ""
+
     def cases(self, candidate, dtype: str, profile: Profile) -> st.SearchStrategy[Case]:
         variant = candidate.variant
         layouts = ("contiguous", "strided") if candidate.strided else ("contiguous",)
@@ -229,6 +313,24 @@ class NormOp(Op):
             )
 
         return draw_case()
+
+
+#: row padding of the upstream gradients in the strided layout: not the activations' (3, in
+#: strategies.place), because a gradient arrives from elsewhere with a layout of its own, and a
+#: kernel that addresses dy or dx with x's row stride is right whenever the two strides agree
+GRAD_PAD = 5
+
+
+def _grad_layout(values: torch.Tensor, dtype: torch.dtype, device: str, layout: str) -> torch.Tensor:
+    """An upstream gradient, rows padded by GRAD_PAD in the strided layout (the gaps hold the guards'
+    sentinel once the harness hands it over), contiguous otherwise."""
+    t = values.to(dtype)
+    if layout == "strided" and t.dim() >= 2:
+        n = t.shape[-1]
+        buf = torch.full((*t.shape[:-1], n + GRAD_PAD), float("nan"), dtype=dtype, device=device)
+        buf[..., :n] = t.to(device)
+        return buf[..., :n]
+    return t.to(device)
 
 
 def _bias_regime(w_regime: str) -> str:

@@ -49,6 +49,14 @@ class RMSNormOp(NormOp):
         dx, dw = ref.rmsnorm_backward(stats, p["weight"], dy, variant.offset, magnitude)
         return {"dx": dx, "dweight": dw}
 
+    def row_directions(self, stats, g, eps):
+        # dx = rstd (g - xhat mean(g xhat)), xhat = h rstd, mean(h^2) = ms, rstd^-2 = ms + eps:
+        # sum_j dx_j h_j = rstd (sum g h - rstd^2 ms sum g h) = rstd sum(g h) eps / (ms + eps)
+        #                = eps rstd^3 sum_j g_j h_j:  dx is orthogonal to x up to that eps term.
+        r3 = eps * stats.rstd ** 3
+        return [("dx.x", stats.h, stats.h.abs(), r3 * (g * stats.h).sum(-1, keepdim=True),
+                 r3 * (g * stats.h).abs().sum(-1, keepdim=True))]
+
     def eager(self, variant):
         from normgate.kernels.baselines import rms_norm_eager
 
