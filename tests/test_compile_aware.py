@@ -29,8 +29,9 @@ def test_a_task_draws_few_widths_and_every_check_of_a_kernel_and_dtype_the_same_
     palette = {n for group in S.widths(CPU_PROFILE, width_seed(Task("torch_rms_norm", "fp32", "accuracy", 40)))
                for n in group}
     assert len(palette) <= 6
-    assert acc <= palette and contract <= palette
-    assert len(acc) >= 4  # the search still spreads over the widths
+    # a few boundary widths of the kernel's declarations may be drawn beside the palette's
+    assert len((acc | contract) - palette) <= 3, (acc, contract, palette)
+    assert len(acc & palette) >= 4  # the search still spreads over the widths
 
 
 def test_every_palette_covers_one_odd_non_power_of_two_and_past_a_block():
