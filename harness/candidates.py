@@ -53,6 +53,8 @@ class Candidate:
     max_n: int | None = None  # the widest row it takes (a documented limit of the kernel); None: any
     batch_invariant: bool = True  # claims a row's bits do not depend on the batch (else: observed, not judged)
     triton: bool = False  # its stores are Triton's (rounding differs under the interpreter)
+    #: where it switches strategy, {"n": [...], "m": [...]}: widths and batch sizes the cases visit
+    boundaries: dict[str, tuple[int, ...]] | None = None
     description: str = ""
     source: str = "builtin"
     loads: tuple[str, ...] = field(default=())  # --load files needed to find it again (replay)
@@ -69,6 +71,12 @@ class Candidate:
             raise ValueError(f"candidate {self.name!r} declares eps_values=(): give at least one eps it accepts")
         if self.max_n is not None and self.max_n < 1:
             raise ValueError(f"candidate {self.name!r} declares max_n={self.max_n}: it must be at least 1")
+        if self.boundaries is not None:
+            unknown = set(self.boundaries) - {"n", "m"}
+            if unknown or not all(isinstance(b, int) and b >= 1 for v in self.boundaries.values() for b in v):
+                raise ValueError(f"candidate {self.name!r} declares boundaries={self.boundaries!r}: expected "
+                                 '{"n": [widths], "m": [batch sizes]} of positive integers')
+            self.boundaries = {k: tuple(sorted(set(v))) for k, v in self.boundaries.items()}
         bad = [d for d in self.devices if d not in ("cpu", "cuda")]
         if bad:
             raise ValueError(f"candidate {self.name!r} declares unknown devices {bad}; use 'cpu' and/or 'cuda'")
@@ -95,6 +103,8 @@ class Candidate:
                 v = v.key()
             elif isinstance(v, tuple):
                 v = list(v)
+            elif isinstance(v, dict):
+                v = {k: list(b) for k, b in sorted(v.items())}
             out[f.name] = v
         return out
 
@@ -111,6 +121,7 @@ def register(name: str, fn: Callable | str | None = None, *, op: str, variant: V
              backward: bool = True, inplace: bool = False, strided: bool = True, eps_none: bool = True,
              full_range: bool = False, eps_values: tuple[float | None, ...] | None = None,
              max_n: int | None = None, batch_invariant: bool = True, triton: bool = False,
+             boundaries: dict[str, list[int] | tuple[int, ...]] | None = None,
              description: str = "", replace: bool = False):
     """Register a candidate; usable as ``register(name, fn, ...)`` or as a decorator.
 
@@ -121,7 +132,9 @@ def register(name: str, fn: Callable | str | None = None, *, op: str, variant: V
         cand = Candidate(name=name, op=op, variant=variant, fn=f, dtypes=tuple(dtypes), devices=tuple(devices),
                          backward=backward, inplace=inplace, strided=strided, eps_none=eps_none,
                          full_range=full_range, eps_values=None if eps_values is None else tuple(eps_values),
-                         max_n=max_n, batch_invariant=batch_invariant, triton=triton, description=description,
+                         max_n=max_n, batch_invariant=batch_invariant, triton=triton,
+                         boundaries=None if boundaries is None else {k: tuple(v) for k, v in boundaries.items()},
+                         description=description,
                          source=_current_source, loads=tuple(_current_loads))
         add_candidate(cand, replace=replace)
         return cand

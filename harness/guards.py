@@ -19,7 +19,6 @@ guarded tensor keeps the alignment of a fresh allocation and a vectorized kernel
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -28,12 +27,13 @@ BAND_BYTES = 4096
 #: sentinel bits by element size: a quiet NaN with payload 0xA5... in fp16, bf16, fp32 and fp64
 SENTINEL = {1: 0xA5, 2: 0x7FA5, 4: 0x7FA5A5A5, 8: 0x7FF5A5A5A5A5A5A5}
 _INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-#: NORMGATE_GUARDS=0 turns the guards off (to show what the other checks see without them)
-ENV = "NORMGATE_GUARDS"
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV, "1") not in ("0", "", "off")
+    """On unless NORMGATE_WITHOUT names them (harness/features.py)."""
+    from .features import off
+
+    return not off("guards")
 
 
 class OutOfBounds(Exception):

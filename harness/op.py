@@ -79,6 +79,15 @@ class Expected:
     dtype: torch.dtype
     floor: float | torch.Tensor = 0.0  # absolute error of mandated roundings into subnormals
     defined: torch.Tensor | None = None  # False where a mandated intermediate overflows its dtype
+    #: the rows (of the output as rows x N) this reference covers, for a case too big for a float64
+    #: reference of every row; None: all of them
+    rows: torch.Tensor | None = None
+
+    def pick(self, got: torch.Tensor) -> torch.Tensor:
+        """The part of a candidate's output this reference covers."""
+        if self.rows is None:
+            return got
+        return got.reshape(-1, got.shape[-1])[self.rows.to(got.device)]
 
 
 Tensors = dict[str, torch.Tensor]

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
 from hypothesis.errors import Flaky
 
-from . import candidates, checks, compiletime
+from . import candidates, checks, compiletime, sanitizer
 from .case import Case, ReplayKey
 from .checks import CheckResult, Context
 from .op import Profile, get_op
@@ -202,7 +202,7 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
     try:
         test()
     except _Falsified as f:
-        out(fail_line(f.case, f.res))
+        out(sanitizer.explain(fail_line(f.case, f.res), ctx.device))
     except Flaky:
         if state["last"] is not None:
             out(fail_line(*state["last"], flaky=True))

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
-from normgate import dtypes
+from normgate import dtypes, features
 from normgate.case import Case
 from normgate.kernels.references import F64, fused_add, resolve_eps
 from normgate.op import Expected, Identity, Op, Profile, Scaling, Tensors, Variant
 from normgate.tolerance import bound
 
+from . import boundaries as B
 from . import strategies as S
 
 CASTINGS = ("llama", "gemma", "none")
@@ -128,6 +129,47 @@ class NormOp(Op):
         return dict(zip(names, result, strict=True))
 
     def reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
+        if case.rows * case.n > B.SAMPLE_ABOVE:
+            return self._sampled_reference(inputs, case, variant, backward)
+        return self._reference(inputs, case, variant, backward)
+
+    def _rows_of(self, inputs, n: int, idx: torch.Tensor) -> Tensors:
+        return {k: (v.reshape(-1, n)[idx.to(v.device)] if k in self.row_tensors else v) for k, v in inputs.items()}
+
+    def _sampled_reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
+        """A huge case: row outputs on sampled rows (properties/boundaries.sample_rows), parameter
+        gradients over every row in chunks, so no float64 copy of the whole case is ever held."""
+        m, n = case.rows, case.n
+        idx = torch.tensor(B.sample_rows(m, n, case.seed))
+        res = self._reference(self._rows_of(inputs, n, idx), case.with_rows(len(idx)), variant, backward)
+        for name in ("y", "h", "dx", "dresidual"):
+            if name in res:
+                res[name].rows = idx
+        params = [("d" + p) for p in self.params(variant)] if backward else []
+        if not params:
+            return res
+        chunk = max(1, B.SAMPLE_ABOVE // (4 * n))
+        sums: dict[str, Expected] = {}
+        for lo in range(0, m, chunk):
+            part = torch.arange(lo, min(m, lo + chunk))
+            r = self._reference(self._rows_of(inputs, n, part), case.with_rows(len(part)), variant, True)
+            for name in params:
+                e = r[name]
+                if name not in sums:
+                    sums[name] = e
+                    continue
+                s = sums[name]
+                s.value, s.magnitude = s.value + e.value, s.magnitude + e.magnitude
+                s.floor = s.floor + e.floor  # half_sub * (sum |dy| + rows): additive over chunks
+                s.intermediate = max(float(s.intermediate), float(e.intermediate))
+                if e.defined is not None:
+                    s.defined = e.defined if s.defined is None else s.defined & e.defined
+        for name, e in sums.items():
+            e.steps = m + n + ELEMENTWISE_STEPS  # the reduction runs over all m rows
+            res[name] = e
+        return res
+
+    def _reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
         n = case.n
         xdt = dtypes.to_torch(case.x_dtype)
         internal = self.internal(variant, case)
@@ -231,6 +273,10 @@ class NormOp(Op):
         xdt = dtypes.to_torch(case.x_dtype)
         eps = resolve_eps(case.eps, xdt)
         exp = self.reference(inputs, case, variant, backward=True)["dx"]
+        got = dict(got)
+        if exp.rows is not None:  # a huge case: the rows the error model covers
+            inputs = self._rows_of(inputs, n, exp.rows)
+            got["dx"] = exp.pick(got["dx"])
 
         def rows(t):
             return None if t is None else t.detach().to(F64).reshape(-1, n)
@@ -291,12 +337,16 @@ class NormOp(Op):
     def cases(self, candidate, dtype: str, profile: Profile) -> st.SearchStrategy[Case]:
         variant = candidate.variant
         layouts = ("contiguous", "strided") if candidate.strided else ("contiguous",)
+        edge_widths = ([] if features.off("n_boundaries") else
+                       B.task_boundary_widths(profile, (candidate.boundaries or {}).get("n", ()), candidate.max_n))
+        huge = B.huge_allowed(profile, dtypes.to_torch(dtypes.split_pair(dtype)[0]).itemsize)
 
         @st.composite
         def draw_case(draw) -> Case:
             shape = draw(S.shapes(profile))
             if candidate.max_n is not None and shape[-1] > candidate.max_n:
                 shape = (*shape[:-1], candidate.max_n)  # a clamp, not a filter: shrinking is unchanged
+            shape = draw(_at_boundaries(shape, edge_widths, huge, profile, candidate.max_n))
             probe = Case(self.name, shape, dtype)
             regimes = S.X_REGIMES
             if not candidate.full_range and self.edges(variant, probe, False)[1] is not None:
@@ -315,6 +365,22 @@ class NormOp(Op):
         return draw_case()
 
 
+@st.composite
+def _at_boundaries(draw, shape: tuple[int, ...], widths: list[int], huge: bool, profile: Profile,
+                   max_n: int | None) -> tuple[int, ...]:
+    """Now and then a width at a dispatch boundary instead of the drawn one (the rows capped as the
+    free draw caps them), and, where allowed, a shape past 2**31 elements (properties/boundaries.py).
+    Both choices shrink to the drawn shape."""
+    if widths and draw(st.integers(0, 3)) == 3:
+        n = draw(st.sampled_from(widths))
+        rows = max(1, min(math.prod(shape[:-1]), profile.max_rows * profile.max_n // n))
+        shape = (rows, n)
+    if huge and draw(st.integers(0, 31)) == 31:
+        n = draw(st.sampled_from([w for w in B.HUGE_N if max_n is None or w <= max_n] or [max_n or 1]))
+        shape = B.huge_shape(n)
+    return shape
+
+
 #: row padding of the upstream gradients in the strided layout: not the activations' (3, in
 #: strategies.place), because a gradient arrives from elsewhere with a layout of its own, and a
 #: kernel that addresses dy or dx with x's row stride is right whenever the two strides agree
@@ -325,7 +391,7 @@ def _grad_layout(values: torch.Tensor, dtype: torch.dtype, device: str, layout: 
     """An upstream gradient, rows padded by GRAD_PAD in the strided layout (the gaps hold the guards'
     sentinel once the harness hands it over), contiguous otherwise."""
     t = values.to(dtype)
-    if layout == "strided" and t.dim() >= 2:
+    if layout == "strided" and t.dim() >= 2 and not features.off("grad_strides"):
         n = t.shape[-1]
         buf = torch.full((*t.shape[:-1], n + GRAD_PAD), float("nan"), dtype=dtype, device=device)
         buf[..., :n] = t.to(device)

@@ -37,6 +37,7 @@ class Base:
     description: str = ""
     #: dtypes claimed under the Triton interpreter, where they differ (see ``dtypes``)
     interpreted: tuple[str, ...] | None = None
+    inplace: bool = False  # declares that it may overwrite its inputs (dx into dy)
 
     def dtypes(self) -> tuple[str, ...]:
         from normgate.runner import interpreter_on
@@ -61,11 +62,11 @@ class Mutant:
         return PREFIX_MUTANT + self.name
 
 
-def _triton_rms(mutant: str = "", casting: str = "gemma", offset: float = 0.0) -> Callable:
+def _triton_rms(mutant: str = "", casting: str = "gemma", offset: float = 0.0, inplace: bool = False) -> Callable:
     def fn(x, weight, eps):
         from .triton_rmsnorm import rms_norm  # Triton kernels load after TRITON_INTERPRET is set
 
-        return rms_norm(x, weight, eps, casting=casting, offset=offset, mutant=mutant)
+        return rms_norm(x, weight, eps, casting=casting, offset=offset, mutant=mutant, inplace=inplace)
 
     return fn
 
@@ -90,6 +91,9 @@ BASES = {b.name: b for b in (
          _triton_rms(offset=1.0), True, "the zoo's Triton RMSNorm, gemma casting, (1 + weight)"),
     Base("zoo_triton_rmsnorm_llama", "rmsnorm", RMSNormVariant(casting="llama"), _triton_rms(casting="llama"), True,
          "the zoo's Triton RMSNorm, llama casting"),
+    Base("zoo_triton_rmsnorm_inplace", "rmsnorm", RMSNormVariant(casting="gemma"), _triton_rms(inplace=True), True,
+         "the zoo's Triton RMSNorm, gemma casting, dx written into dy's storage (declared), x made contiguous",
+         inplace=True),
     Base("zoo_triton_layernorm", "layernorm", LayerNormVariant(), _triton_ln(), True, "the zoo's Triton LayerNorm"),
     Base("zoo_eager_rmsnorm", "rmsnorm", RMSNormVariant(casting="gemma"), E.rms_norm,
          description="the zoo's eager RMSNorm"),
@@ -109,7 +113,7 @@ def _k(name: str, bug: str, base: str = "zoo_triton_rmsnorm", **kw) -> Mutant:
     if BASES[base].op == "layernorm":
         fn = _triton_ln(name)
     else:
-        fn = _triton_rms(name, casting=casting, offset=BASES[base].variant.offset)
+        fn = _triton_rms(name, casting=casting, offset=BASES[base].variant.offset, inplace=BASES[base].inplace)
     return Mutant(name, base, bug, fn, **{"where": "kernel", **kw})
 
 
@@ -158,6 +162,16 @@ MUTANTS: tuple[Mutant, ...] = (
            "the mean taken over rows for N = 1", E.squeeze_size_one),
     Mutant("one_row_fast_path", "zoo_eager_rmsnorm", "a single-row (decode) fast path that forgets eps",
            E.one_row_fast_path),
+    # out-of-bounds writes, dispatch boundaries, wrong backward formulas
+    _k("store_past_row", "the dx store masks cols < N + 1: one element past the end of every row, into the "
+       "incoming gradient it overwrites", "zoo_triton_rmsnorm_inplace"),
+    _k("dx_x_stride", "dx, written into dy's storage, is addressed with x's row stride: right while dy's stride "
+       "equals x's (unsloth #10617)", "zoo_triton_rmsnorm_inplace"),
+    _k("launch_switch_256", "from 256 rows on the row reduction runs in 16-column chunks: a row's bits change "
+       "with the batch size at M = 256 (vllm #48271)"),
+    _k("offsets_int32", "element offsets computed in 32 bits: wrong addresses once rows * stride passes 2**31",
+       equivalent={"cpu": "needs more than 2**31 elements, which only the GPU's huge cases draw"}),
+    _k("weight_twice_bwd", "dx computed with the weight applied twice (Megatron-LM #6859)"),
     # fused residual add
     Mutant("residual_h_is_x", "zoo_eager_rmsnorm_residual", "returns x instead of h = x + residual",
            E.residual_h_is_x),
@@ -191,12 +205,12 @@ def register_all() -> None:
     for b in BASES.values():
         if b.name not in reg:
             candidates.register(b.name, b.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
-                                description=b.description)
+                                inplace=b.inplace, description=b.description)
     for m in MUTANTS:
         if m.candidate not in reg:
             b = BASES[m.base]
             candidates.register(m.candidate, m.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
-                                description=m.bug)
+                                inplace=b.inplace, description=m.bug)
 
 
 def correct_names(device: str) -> list[str]:

@@ -23,6 +23,8 @@ MUTANTS = (
     "offset_doubled", "llama_cast_in_gemma", "gemma_cast_in_llama", "weight_cast_to_input", "batch_split",
     "stride_ignored", "rstd_low_precision", "rstd_row0", "rstd_no_eps_bwd", "offset_missing_bwd",
     "dw_partial_unwritten", "dw_atomic", "dx_into_dy",
+    # found by the guard bands, the M boundaries and the identities
+    "store_past_row", "dx_x_stride", "launch_switch_256", "offsets_int32", "weight_twice_bwd",
 )
 # Triton reads globals only as constexprs
 EPS_OUTSIDE_SQRT = tl.constexpr(1)
@@ -40,6 +42,9 @@ RSTD_NO_EPS_BWD = tl.constexpr(14)
 OFFSET_MISSING_BWD = tl.constexpr(15)
 DW_PARTIAL_UNWRITTEN = tl.constexpr(16)
 DW_ATOMIC = tl.constexpr(17)
+STORE_PAST_ROW = tl.constexpr(19)
+OFFSETS_INT32 = tl.constexpr(22)
+WEIGHT_TWICE_BWD = tl.constexpr(23)
 
 
 
@@ -51,6 +56,13 @@ def tile_rows(block: int) -> int:
     """Rows per program: many short rows at once, as kernels for small N do (and the interpreter's
     cost is per operation, not per element)."""
     return max(1, min(128, 16384 // block))
+
+
+def launch_switch_256(rows: int) -> int:
+    """The "launch_switch_256" mutant's launch config: from 256 rows on, the row reduction runs in
+    16-column chunks (another summation order), as a block size that switches at 256 tokens does
+    (vllm #48271)."""
+    return 16 if rows >= 256 else 0
 
 
 def batch_split(rows: int) -> int:
@@ -68,6 +80,9 @@ def _forward(X, W, Y, RSTD, x_stride, y_stride, M, N, eps, offset,
     cols = tl.arange(0, BLOCK)
     row_ok = rows < M
     mask = row_ok[:, None] & (cols < N)[None, :]
+    # element offsets in 64 bits: rows * stride passes 2**31 on large inputs (the mutant keeps 32)
+    if MUTANT != OFFSETS_INT32:
+        rows = rows.to(tl.int64)
     if MUTANT == STRIDE_IGNORED:
         x_rows = X + rows[:, None] * N
     else:
@@ -133,6 +148,8 @@ def _backward(X, W, DY, DX, RSTD, DW_PARTIAL, x_stride, dy_stride, dx_stride, M,
         rows = first + tl.arange(0, TILE)
         row_ok = rows < M
         mask = row_ok[:, None] & col_ok[None, :]
+        if MUTANT != OFFSETS_INT32:
+            rows = rows.to(tl.int64)
         if MUTANT == STRIDE_IGNORED:
             x = tl.load(X + rows[:, None] * N + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         else:
@@ -145,9 +162,16 @@ def _backward(X, W, DY, DX, RSTD, DW_PARTIAL, x_stride, dy_stride, dx_stride, M,
         else:
             rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(tl.float32)
         xhat = x * rstd[:, None]
-        g = dy * scale[None, :]
+        if MUTANT == WEIGHT_TWICE_BWD:
+            g = dy * scale[None, :] * scale[None, :]  # the weight applied twice (Megatron-LM #6859)
+        else:
+            g = dy * scale[None, :]
         dx = rstd[:, None] * (g - xhat * (tl.sum(g * xhat, axis=1) / N)[:, None])
-        tl.store(DX + rows[:, None] * dx_stride + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        if MUTANT == STORE_PAST_ROW:
+            store = row_ok[:, None] & (cols < N + 1)[None, :]  # one element past the end of each row
+        else:
+            store = mask
+        tl.store(DX + rows[:, None] * dx_stride + cols[None, :], dx.to(DX.dtype.element_ty), mask=store)
         dw += tl.sum(tl.where(mask, dy * xhat, 0.0), axis=0)
         if MUTANT == DW_PARTIAL_UNWRITTEN:
             tl.store(DW_PARTIAL + pid * N + cols, dw, mask=col_ok)
@@ -159,20 +183,23 @@ def _backward(X, W, DY, DX, RSTD, DW_PARTIAL, x_stride, dy_stride, dx_stride, M,
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, eps, offset, llama, mutant):
+    def forward(ctx, x, weight, eps, offset, llama, mutant, inplace):
         n = x.shape[-1]
         x2 = x.reshape(-1, n)
+        if inplace:
+            x2 = x2.contiguous()  # as many wrappers do; dy keeps the layout it arrives with
         m = x2.shape[0]
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
         rstd_dtype = x.dtype if mutant == "rstd_low_precision" else torch.float32
         rstd = torch.empty(m, dtype=rstd_dtype, device=x.device)
         block = triton.next_power_of_2(n)
         tile = tile_rows(block)
-        split = batch_split(m) if mutant == "batch_split" else 0
+        split = (batch_split(m) if mutant == "batch_split" else launch_switch_256(m) if mutant == "launch_switch_256"
+                 else 0)
         _forward[(triton.cdiv(m, tile),)](x2, weight, y, rstd, x2.stride(0), y.stride(0), m, n, eps, offset,
                                           BLOCK=block, TILE=tile, LLAMA=llama, SPLIT=split, MUTANT=mutant_id(mutant))
         ctx.save_for_backward(x2, weight, rstd)
-        ctx.shape, ctx.offset, ctx.mutant = x.shape, offset, mutant
+        ctx.shape, ctx.offset, ctx.mutant, ctx.inplace = x.shape, offset, mutant, inplace
         return y.view(x.shape)
 
     @staticmethod
@@ -182,8 +209,8 @@ class _RMSNorm(torch.autograd.Function):
         dy2 = dy.reshape(m, n)
         if dy2.stride(-1) != 1:
             dy2 = dy2.contiguous()
-        if ctx.mutant == "dx_into_dy":
-            dx = dy2  # dx overwrites the incoming gradient, undeclared
+        if ctx.mutant == "dx_into_dy" or ctx.inplace:
+            dx = dy2  # dx overwrites the incoming gradient (declared by the in-place kernel only)
         else:
             dx = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
         if ctx.mutant == "dw_atomic":
@@ -191,15 +218,18 @@ class _RMSNorm(torch.autograd.Function):
         else:
             partial = torch.empty((PROGRAMS, n), dtype=torch.float32, device=x2.device)
         block = triton.next_power_of_2(n)
-        _backward[(PROGRAMS,)](x2, weight, dy2, dx, rstd, partial, x2.stride(0), dy2.stride(0), dx.stride(0),
+        # the "dx_x_stride" mutant addresses dx with x's row stride: right while dy's equals it
+        dx_stride = x2.stride(0) if ctx.mutant == "dx_x_stride" else dx.stride(0)
+        _backward[(PROGRAMS,)](x2, weight, dy2, dx, rstd, partial, x2.stride(0), dy2.stride(0), dx_stride,
                                m, n, ctx.offset, BLOCK=block, TILE=tile_rows(block), PROGRAMS=PROGRAMS,
                                MUTANT=mutant_id(ctx.mutant))
-        return dx.view(ctx.shape), partial.sum(0).to(weight.dtype), None, None, None, None
+        return dx.view(ctx.shape), partial.sum(0).to(weight.dtype), None, None, None, None, None
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float | None, *, casting: str = "gemma",
-             offset: float = 0.0, mutant: str = "") -> torch.Tensor:
-    """RMSNorm with ``casting`` gemma or llama; ``mutant`` names the bug to switch on ("" for none)."""
+             offset: float = 0.0, mutant: str = "", inplace: bool = False) -> torch.Tensor:
+    """RMSNorm with ``casting`` gemma or llama; ``mutant`` names the bug to switch on ("" for none);
+    ``inplace``: the backward writes dx into the incoming gradient's storage (declared)."""
     if mutant and mutant not in MUTANTS:
         raise ValueError(f"unknown RMSNorm mutant {mutant!r}")
-    return _RMSNorm.apply(x, weight, resolve_eps(eps, x.dtype), float(offset), casting == "llama", mutant)
+    return _RMSNorm.apply(x, weight, resolve_eps(eps, x.dtype), float(offset), casting == "llama", mutant, inplace)

@@ -1,0 +1,232 @@
+"""Guard bands, compute-sanitizer on memory-smelling failures, M and N boundaries, the identities
+check and the sampled reference of huge cases: each shown failing a kernel with the bug and passing
+a correct one."""
+
+import json
+import os
+import stat
+import time
+
+import pytest
+import torch
+
+from normgate import candidates, checks, guards, sanitizer
+from normgate.case import Case
+from normgate.checks import Context
+from normgate.op import CPU_PROFILE, get_op
+from normgate.properties import boundaries as NB
+from normgate.properties.layernorm import LayerNormVariant
+from normgate.properties.rmsnorm import RMSNormVariant
+
+CTX = Context("cpu", interpreter=False)
+
+
+def _rms(x, w, eps):
+    h = x.float()
+    return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + (eps or 1.2e-7)) * w.float()).to(x.dtype)
+
+
+def _cand(name, fn, op="rmsnorm", **kw):
+    variant = RMSNormVariant(casting="gemma") if op == "rmsnorm" else LayerNormVariant()
+    return candidates.Candidate(name=name, op=op, variant=variant, fn=fn, dtypes=("fp32",), **kw)
+
+
+class _SpillDx(torch.autograd.Function):
+    """dx written into dy's storage in place, plus one element past dy's last row."""
+
+    @staticmethod
+    def forward(ctx, x, w, eps):
+        ctx.save_for_backward(x, w)
+        ctx.eps = eps
+        return _rms(x, w, eps)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        with torch.enable_grad():
+            xx, ww = x.detach().requires_grad_(), w.detach().requires_grad_()
+            dx, dw = torch.autograd.grad(_rms(xx, ww, ctx.eps), (xx, ww), dy)
+        dy.copy_(dx)
+        last = dy.reshape(-1, dy.shape[-1])[-1]
+        torch.as_strided(last, (1,), (1,), last.storage_offset() + dy.shape[-1]).fill_(0.0)
+        return dy, dw, None
+
+
+def test_guard_names_tensor_side_and_offset():
+    x = torch.randn(4, 7)
+    v, g = guards.place("x", x)
+    assert torch.equal(v, x) and v.stride() == x.stride() and not g.hits()
+    assert (v.data_ptr() - g.bits.data_ptr()) % 512 == 0  # the band keeps an allocation's alignment
+    torch.as_strided(v, (1,), (1,), v.storage_offset() + 28).fill_(1.0)
+    assert g.hits() == ["x: written past its end, at element offset +1 after the last element "
+                        "(1 elements of the back guard)"]
+    padded = torch.full((4, 12), float("nan"))[:, :7]
+    padded.copy_(x)
+    v, g = guards.place("grad:y", padded)
+    assert v.stride() == (12, 1)
+    torch.as_strided(v, (1,), (1,), v.storage_offset() + 8).fill_(2.0)
+    torch.as_strided(v, (1,), (1,), v.storage_offset() - 3).fill_(2.0)
+    hits = g.hits()
+    assert any("before its start, at element offset -3" in h for h in hits)
+    assert any("between its rows, at element offset 8" in h for h in hits)
+    for dt in (torch.float32, torch.bfloat16, torch.float16):  # a read of a guard gives NaN
+        v, _ = guards.place("w", torch.randn(5).to(dt))
+        assert torch.isnan(torch.as_strided(v, (1,), (1,), v.storage_offset() - 1)).all()
+
+
+def test_a_write_past_dy_fails_every_check_and_a_correct_kernel_passes():
+    op = get_op("rmsnorm")
+    spill = _cand("t_spill", _SpillDx.apply, inplace=True)
+    right = _cand("t_right", _rms)
+    case = Case("rmsnorm", (3, 5), "fp32", seed=1)
+    for check in ("accuracy", "contract", "repeat", "identities"):
+        res = checks.ALL[check](spill, op, case, CTX)
+        assert res.verdict == "fail" and "grad:y: written past its end, at element offset +1" in res.reason, res
+        assert checks.ALL[check](right, op, case, CTX).verdict == "pass"
+
+
+def test_guard_cost_per_case_is_small():
+    """Placing and comparing the guards of one case's buffers (x, weight, dy of 64 x 1024 fp32,
+    strided): measured here, written down in docs/detection.md."""
+    op = get_op("rmsnorm")
+    case = Case("rmsnorm", (64, 1024), "fp32", layout="strided", seed=3)
+    inputs = op.make_inputs(case, RMSNormVariant(casting="gemma"), "cpu")
+    t0 = time.perf_counter()
+    for _ in range(20):
+        fences = [guards.place(k, v)[1] for k, v in inputs.items()]
+        guards.verify(fences)
+    per_case = (time.perf_counter() - t0) / 20
+    print(f"guards: {per_case * 1e3:.2f} ms per case")
+    assert per_case < 0.05
+
+
+FAKE = """#!/bin/sh
+echo "$@" > "{log}"
+echo "========= COMPUTE-SANITIZER"
+echo "========= Invalid __global__ write of size 4 bytes"
+echo "=========     at 0x1a0 in _backward"
+echo "=========     by thread (5,0,0) in block (0,0,0)"
+echo "=========     Address 0x7f00 is out of bounds"
+echo "========= ERROR SUMMARY: 1 error"
+exit 1
+"""
+
+
+def test_sanitizer_reruns_a_memory_failure_once(tmp_path, monkeypatch):
+    log = tmp_path / "argv"
+    exe = tmp_path / "compute-sanitizer"
+    exe.write_text(FAKE.format(log=log))
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    line = {"verdict": "fail", "reason": "out-of-bounds write: grad:y: written past its end",
+            "replay": "normgate replay 'k@contract:rmsnorm,1x1,fp32,x=normal,dy=normal,w=normal,eps=1e-06,"
+                      "contiguous,seed=0' --load f.py"}
+    assert sanitizer.explain(dict(line), "cpu") == line  # only on a CUDA device
+    out = sanitizer.explain(dict(line), "cuda")
+    assert out["sanitizer"]["finding"].startswith("Invalid __global__ write of size 4 bytes; at 0x1a0 in _backward")
+    assert "compute-sanitizer: Invalid __global__ write" in out["reason"]
+    argv = log.read_text().split()
+    assert argv[:2] == ["--tool", "memcheck"] and "replay" in argv and argv[-2:] == ["--device", "cuda"]
+    # a failure that does not smell of memory is not rerun
+    plain = dict(line, reason="y: 3 ULP max, bound 0.5 ULP")
+    assert "sanitizer" not in sanitizer.explain(plain, "cuda")
+    json.dumps(out)
+
+
+def test_m_boundaries_catch_a_switch_at_256_and_pass_a_correct_kernel(monkeypatch):
+    def switch(x, w, eps):
+        h = x.float()
+        if x.numel() // x.shape[-1] >= 256:  # another summation order from 256 rows on
+            ms = h.pow(2).flip(-1).cumsum(-1)[..., -1:] / x.shape[-1]
+        else:
+            ms = h.pow(2).mean(-1, keepdim=True)
+        return (h * torch.rsqrt(ms + (eps or 1.2e-7)) * w.float()).to(x.dtype)
+
+    op = get_op("rmsnorm")
+    case = Case("rmsnorm", (3, 100), "fp32", seed=2)
+    res = checks.batch_invariance(_cand("t_switch", switch), op, case, CTX)
+    assert res.verdict == "fail" and "boundary M = 256" in res.reason, res
+    assert checks.batch_invariance(_cand("t_right", _rms), op, case, CTX).verdict == "pass"
+    one = Case("rmsnorm", (1, 100), "fp32", seed=2)  # a one-row case is now compared across batches too
+    assert checks.batch_invariance(_cand("t_switch", switch), op, one, CTX).verdict == "fail"
+    declared = _cand("t_decl", _rms, boundaries={"m": [40]})
+    from normgate import boundaries as MB
+
+    assert 40 in MB.m_boundaries(declared, "cpu", 100, 0) and 256 in MB.m_boundaries(declared, "cpu", 100, 0)
+    monkeypatch.setenv("NORMGATE_WITHOUT", "m_boundaries")
+    assert checks.batch_invariance(_cand("t_switch", switch), op, case, CTX).verdict == "pass"
+
+
+def test_n_boundaries_are_reachable():
+    every = NB.widths_at_boundaries(CPU_PROFILE, declared=(96,))
+    assert {127, 128, 129, 1023, 1024, 1025, 95, 96, 97} <= set(every)
+    seen = set()
+    for seed in range(200):
+        seen |= set(NB.task_boundary_widths(CPU_PROFILE.for_widths(seed), declared=(96,)))
+    assert seen == set(every)
+    picked = NB.task_boundary_widths(CPU_PROFILE.for_widths(7), declared=(96,))
+    assert len(picked) == NB.PER_TASK and any(abs(w - 96) <= 1 for w in picked)
+    assert not NB.huge_allowed(CPU_PROFILE)  # huge shapes are for a GPU with the memory free
+
+
+def test_sampled_reference_matches_the_full_one(monkeypatch):
+    op = get_op("layernorm")
+    variant = LayerNormVariant()
+    case = Case("layernorm", (40, 9), "fp32", seed=5)
+    inputs = op.make_inputs(case, variant, "cpu")
+    full = op.reference(inputs, case, variant, True)
+    monkeypatch.setattr(NB, "SAMPLE_ABOVE", 100)
+    monkeypatch.setattr(NB, "SAMPLED", 6)
+    rows = NB.sample_rows(40, 9, 5)
+    assert len(rows) == 6 and rows[:2] == [0, 1] and rows[-2:] == [38, 39]
+    sampled = op.reference(inputs, case, variant, True)
+    for name, e in full.items():
+        s = sampled[name]
+        if s.rows is not None:
+            assert s.rows.tolist() == rows and torch.equal(e.value[s.rows], s.value)
+        else:  # parameter gradients: every row, summed in chunks
+            assert torch.allclose(e.value, s.value, rtol=1e-12, atol=1e-12) and s.steps == e.steps
+    right = _cand("t_ln", lambda x, w, b, eps: torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps or 1e-5),
+                  op="layernorm", eps_none=False)
+    for check in ("accuracy", "contract", "identities"):
+        assert checks.ALL[check](right, op, case, CTX).verdict == "pass"
+    assert NB.sample_rows(3 << 20, 1024, 0, 16)[:2] == [0, 1] and (1 << 31) // 1024 in NB.sample_rows(3 << 20, 1024, 0)
+
+
+class _WeightTwice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, eps):
+        ctx.save_for_backward(x, w)
+        ctx.eps = eps
+        return _rms(x, w, eps)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        with torch.enable_grad():
+            xx, ww = x.detach().requires_grad_(), w.detach().requires_grad_()
+            dx, dw = torch.autograd.grad(_rms(xx, ww, ctx.eps), (xx, ww), dy * w)  # w applied twice in dx
+        return dx, dw, None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_identities_catch_the_weight_applied_twice(seed):
+    op = get_op("rmsnorm")
+    case = Case("rmsnorm", (3, 33), "fp32", seed=seed)
+    res = checks.identities(_cand("t_twice", _WeightTwice.apply), op, case, CTX)
+    assert res.verdict == "fail" and "weight scaled by 2**" in res.reason and "dx:" in res.reason, res
+    assert checks.identities(_cand("t_right", _rms), op, case, CTX).verdict == "pass"
+
+
+def test_identities_catch_a_dx_that_does_not_sum_to_zero():
+    def no_mean_term(x, w, b, eps):
+        h = x.float()
+        mu = h.mean(-1, keepdim=True).detach()  # the gradient through the mean is lost
+        d = h - mu
+        y = d * torch.rsqrt(d.pow(2).mean(-1, keepdim=True) + eps)
+        return (y * w + b).to(x.dtype)
+
+    op = get_op("layernorm")
+    case = Case("layernorm", (2, 16), "fp32", seed=3, eps=1e-5)
+    res = checks.identities(_cand("t_nomean", no_mean_term, op="layernorm"), op, case, CTX)
+    assert res.verdict == "fail" and "sum(dx)" in res.reason, res
