@@ -8,12 +8,15 @@ kernel, unreadable file), with a message saying what to do; 130 (143) a run stop
 from __future__ import annotations
 
 import argparse
+import difflib
 import fnmatch
 import json
 import os
 import sys
 import time
 from collections import Counter
+
+from .names import CHECKS, split_dtype_pair
 
 USAGE_ERROR = 2
 
@@ -28,9 +31,10 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _prepare(args) -> None:
+def _prepare(args, setup: bool = True) -> None:
     """Device first (TRITON_INTERPRET must be set before any Triton kernel is imported), then
-    the user's files."""
+    the user's files. ``setup=False`` leaves the process setup (deterministic algorithms, which
+    import TorchInductor: seconds) to the caller, after it has checked the selection."""
     args.device = args.device or _default_device()
     if args.device not in ("cpu", "cuda"):
         raise UsageError(f"--device {args.device}: use cpu or cuda")
@@ -42,7 +46,10 @@ def _prepare(args) -> None:
     from . import candidates
     from .runner import process_setup
 
-    process_setup(args.device)
+    if args.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before a --load file defines a Triton kernel
+    if setup:
+        process_setup(args.device)
     for path in getattr(args, "load", None) or ():
         try:
             candidates.load_file(path)
@@ -96,8 +103,7 @@ def cmd_list(args) -> int:
 
 # ---- run ----------------------------------------------------------------------------------------
 def _select(args):
-    from . import candidates, dtypes
-    from .checks import CHECKS
+    from . import candidates
 
     reg = candidates.registry()
     names = _split(args.kernels)
@@ -106,8 +112,10 @@ def _select(args):
         for pattern in names:
             hits = [n for n in reg if fnmatch.fnmatchcase(n, pattern)]
             if not hits:
-                raise UsageError(f"unknown kernel {pattern!r}; `normgate list` shows the registered ones "
-                                 "(your own need --load FILE)")
+                hint = difflib.get_close_matches(pattern, list(reg), n=3, cutoff=0.6)
+                raise UsageError(f"unknown kernel {pattern!r}"
+                                 + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else "")
+                                 + "; `normgate list` shows the registered ones (your own need --load FILE)")
             is_glob = any(ch in pattern for ch in "*?[")
             runnable = [n for n in hits if reg[n].supports(args.device)]
             if not runnable or not is_glob:
@@ -130,13 +138,10 @@ def _select(args):
     want_dtypes = _split(args.dtypes)
     for d in want_dtypes:
         try:
-            dtypes.split_pair(d)
+            split_dtype_pair(d)
         except ValueError as e:
             raise UsageError(f"--dtypes {d}: {e}") from None
-    checks = _split(args.checks) or list(CHECKS)
-    bad = [c for c in checks if c not in CHECKS]
-    if bad:
-        raise UsageError(f"unknown check {bad[0]!r}; known: {', '.join(CHECKS)}")
+    checks = _checks(args)
     pairs = [(c, d) for c in sorted(chosen, key=lambda c: c.name) for d in c.dtypes
              if not want_dtypes or d in want_dtypes]
     if not pairs:
@@ -144,21 +149,70 @@ def _select(args):
     return pairs, checks
 
 
+def _check_arguments(args) -> None:
+    """What can be checked without torch, checked before importing it: a mistyped argument is
+    answered at once, not after the seconds (a minute, on a loaded machine) torch and Triton take."""
+    _checks(args)
+    for d in _split(args.dtypes):
+        try:
+            split_dtype_pair(d)
+        except ValueError as e:
+            raise UsageError(f"--dtypes {d}: {e}") from None
+    _check_limits(args)
+    if args.workers != "auto":
+        try:
+            int(args.workers)
+        except ValueError:
+            raise UsageError(f"--workers {args.workers}: a number or 'auto'") from None
+    for path in args.load or ():
+        if not os.path.isfile(path):
+            raise UsageError(f"--load {path}: no such file")
+    if args.resume and not os.path.isfile(args.resume):
+        raise UsageError(f"--resume {args.resume}: no such file; start a new run with --out")
+
+
+def _checks(args) -> list[str]:
+    checks = _split(args.checks) or list(CHECKS)
+    bad = [c for c in checks if c not in CHECKS]
+    if bad:
+        hint = difflib.get_close_matches(bad[0], CHECKS, n=1)
+        raise UsageError(f"unknown check {bad[0]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                         + f"; known: {', '.join(CHECKS)}")
+    return checks
+
+
 def cmd_run(args) -> int:
     import signal
     import threading
 
-    _prepare(args)
-    from . import results
+    _check_arguments(args)
+    _prepare(args, setup=False)
+    from . import candidates, results
     from .checks import Context, budget
     from .pool import Options, Pool, WorkerSetupError
-    from .runner import DeviceLost, Task, interpreter_on, run_task
+    from .runner import DeviceLost, Task, interpreter_on, not_run_lines, process_setup, run_task
 
     pairs, checks = _select(args)
+    process_setup(args.device)
     _check_limits(args)
     examples = args.examples or (200 if args.device == "cuda" else 30)
     tasks = [Task(c.name, d, ck, budget(ck, examples), args.seed) for c, d in pairs for ck in checks]
+    shard = None
+    if args.shard:
+        from . import shards
+
+        spec = shards.Shard.parse(args.shard)
+        shard = {"index": spec.index, "count": spec.count, "selection": shards.selection_digest([t.id for t in tasks]),
+                 "order": [t.id for t in tasks]}  # the whole run's task order: merged shards keep it
+        tasks = shards.select(tasks, spec)
+        print(f"normgate: shard {spec}: {len(tasks)} of the selection's {len(shard['order'])} tasks", file=sys.stderr)
     workers = _workers(args, len(tasks))
+    from . import prerequisites
+
+    unavailable = prerequisites.probe({c.name: c for c, _ in pairs}.values(), interpreter_on())
+    not_runnable = {k for u in unavailable for k in u.kernels}
+    left_out = [] if args.kernels else sorted(c.name for c in candidates.registry().values()
+                                              if not c.supports(args.device))
     declared = {c.name: c.declaration() for c in sorted({c.name: c for c, _ in pairs}.values(), key=lambda c: c.name)}
     _check_run_outputs(args)
     if args.report:
@@ -174,7 +228,8 @@ def cmd_run(args) -> int:
         except results.ResultsError as e:
             raise UsageError(f"{e}; --resume continues a file whose lines are intact (apart from a cut-off last "
                              "line): start a new run with --out") from None
-        _check_resume_matches(args.resume, resume_lines, device=args.device, seed=args.seed, examples=examples)
+        _check_resume_matches(args.resume, resume_lines, device=args.device, seed=args.seed, examples=examples,
+                              shard=shard)
         _check_resume_declarations(args.resume, resume_lines, declared)
         done = {ln["task"] for ln in resume_lines if ln.get("type") == "task"}
         skipped = len([t for t in tasks if t.id in done])
@@ -187,9 +242,22 @@ def cmd_run(args) -> int:
         writer = results.Writer(args.out, resume_lines)
         if resume_lines is None or not any(ln.get("type") == "env" for ln in resume_lines):
             writer.write(results.environment(args.device, interpreter_on(), seed=args.seed, examples=examples,
-                                             workers=workers, argv=sys.argv, declarations=declared))
+                                             workers=workers, argv=sys.argv, declarations=declared, shard=shard,
+                                             unavailable=[u.to_json() for u in unavailable],
+                                             left_out=left_out))
     except OSError as e:
         raise UsageError(f"cannot write results to {args.out}: {e.strerror or e}") from None
+    if left_out:
+        print(f"normgate: {len(left_out)} registered kernels run only on another device and are left out on "
+              f"{args.device}: {', '.join(left_out)}", file=sys.stderr)
+    if not_runnable:
+        cut = [t for t in tasks_todo if t.kernel in not_runnable]
+        print(prerequisites.notice(unavailable, len(cut)), file=sys.stderr)
+        reasons = {k: u.reason() for u in unavailable for k in u.kernels}
+        for t in cut:
+            for line in not_run_lines(t, reasons[t.kernel], args.device):
+                writer.write(line)
+        tasks_todo = [t for t in tasks_todo if t.kernel not in not_runnable]
     progress = Progress(len(tasks), len(tasks) - len(tasks_todo))
     t0 = time.monotonic()
     # Ctrl-C (SIGINT) and a CI job's cancel (SIGTERM) end the run the same way: workers stopped,
@@ -483,12 +551,14 @@ def cmd_replay(args) -> int:
     for note in res.notes:
         print(f"note: {note}")
     if key.check == "accuracy" and res.verdict != "error":
-        _print_worst(cand, op, key.case, ctx, args.top)
+        _print_worst(cand, op, key.case, ctx, args.top, res.verdict)
     return 1 if res.failed else 0
 
 
-def _print_worst(cand, op, case, ctx, top: int) -> None:
-    """Every output's worst elements side by side: expected (fp64 reference) and got."""
+def _print_worst(cand, op, case, ctx, top: int, verdict: str = "") -> None:
+    """Every output's worst elements side by side: expected (fp64 reference) and got. Past the
+    variant's domain (verdict ``range``) an element over its bound is the kernel's range limit,
+    not a failure, and is labelled so."""
     from .checks import execute
     from .tolerance import compare, final_rounding
 
@@ -501,7 +571,7 @@ def _print_worst(cand, op, case, ctx, top: int) -> None:
             continue
         c = compare(name, got[name], exp, final_rounding(exp.dtype, truncating), worst_k=top)
         print(f"\n{name}: max {c.max_ulp:.4g} ULP, mean {c.mean_ulp:.3g} ULP, error/bound {c.ratio:.3g} "
-              f"({'ok' if c.ok else 'FAIL'})")
+              f"({'ok' if c.ok else 'beyond the claimed domain' if verdict == 'range' else 'FAIL'})")
         print(f"  {'index':<14} {'expected':>14} {'got':>14} {'ULP':>10} {'bound ULP':>10}")
         for w in c.worst:
             # worst elements keep NaN and inf as the strings "nan", "inf", "-inf" (JSON has no
@@ -540,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="results file to write (default: results.jsonl; with --resume, "
                     "the resumed file)")
     sp.add_argument("--resume", metavar="RESULTS", help="continue an interrupted run in this file")
+    sp.add_argument("--shard", metavar="K/N", help="run only the K-th of N parts of the selection (a CI matrix "
+                    "job); the N parts' results together are the unsharded run's")
     sp.add_argument("--workers", default="1", help="worker processes (isolation); 'auto' = one per GPU (per "
                     "core on cpu); 0 = run in this process, without isolation")
     sp.add_argument("--timeout", type=float, default=300.0, help="seconds one case may run (default 300)")
@@ -577,7 +649,11 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # the subcommand's own usage, not the top level's: that is where the flag was given
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except UsageError as e:

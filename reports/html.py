@@ -124,10 +124,15 @@ def cell_status(counts: Mapping[str, int]) -> dict[str, Any]:
     detail = ", ".join(
         f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -SEVERITY.get(kv[0], 0)) if n
     )
+    # the rest of the group by name ("+1 skip"), so that 7 passes and a one-row skip do not read
+    # as "7/8", a partial pass
+    others = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -SEVERITY.get(kv[0], 0))
+                       if n and v != status)
     return {
         "status": status,
         "symbol": SYMBOL.get(status, "?"),
         "count": counts.get(status, 0),
+        "others": others,
         "total": total,
         "title": detail or "not run",
         "rank": SEVERITY.get(status, -1),
@@ -746,6 +751,21 @@ def _version() -> str:
         return "unknown"
 
 
+def setup_notes(views: Sequence[RunView]) -> list[dict[str, Any]]:
+    """What a run could not use, as its environment record names it: pieces that could not be
+    loaded (their kernels' tasks are errors that never ran) and kernels left out on this device."""
+    notes = []
+    for v in views:
+        env = v.env or {}
+        for u in env.get("unavailable") or ():
+            notes.append({"run": v.label, "kind": "unavailable", "piece": u.get("piece", "?"),
+                          "error": u.get("error", ""), "fix": u.get("fix", ""), "kernels": u.get("kernels", [])})
+        if env.get("left_out"):
+            notes.append({"run": v.label, "kind": "left_out", "device": env.get("device", "?"),
+                          "kernels": env["left_out"]})
+    return notes
+
+
 def build_context(
     runs: Sequence[Run],
     bench: Sequence[BenchFile] = (),
@@ -768,6 +788,7 @@ def build_context(
         "totals": totals,
         "verdict_order": ("fail", "error", "range", "skip", "pass"),
         "problems": [(v.label, p) for v in views for p in v.problems],
+        "setup_notes": setup_notes(views),
         "checks": _check_columns(views),
         "summary": summary_rows(views),
         "regimes": regime_matrix(views, {r.label: r.results for r in runs}),

@@ -155,9 +155,12 @@ def build(lines: list[dict], correct: list[str], mutants: list[catalog.Mutant], 
         "by_check": {ck: sum(1 for r in killed if ck in r["checks"]) for ck in CHECKS},
         "correct": len(correct_rows), "correct_cases": sum(r["cases"] for r in correct_rows),
         "false_alarms": sum(r["false_alarms"] for r in correct_rows),
-        # errors are neither kills nor false alarms: each is a check that could not be made
+        # errors are neither kills nor false alarms: each is a check that could not be made. A killed
+        # mutant's errors are its bug showing in other checks (a wrong shape trips autograd); an
+        # error on a correct candidate, or a mutant that only errored, is a run that proved nothing
         "errored_mutants": [r["mutant"] for r in counted if r["errors"] and not r["killed"]],
         "errors": sum(r["errors"] for r in rows) + sum(r["errors"] for r in correct_rows),
+        "correct_errors": sum(r["errors"] for r in correct_rows),
     }
     if conventional is not None:
         summary["conventional_killed"] = sum(1 for r in counted if r["conventional"] == "fail")
