@@ -149,7 +149,8 @@ normgate.register("noisy", noisy, op="rmsnorm", variant=normgate.RMSNormVariant(
 def test_an_unknown_op_at_registration_is_a_usage_error(tmp_path):
     f = tmp_path / "wrong_op.py"
     f.write_text(UNKNOWN_OP)
-    proc = normgate_cli("run", "--device", "cpu", "--load", str(f), "--out", str(tmp_path / "r.jsonl"))
+    proc = normgate_cli("run", "--device", "cpu", "--load", str(f), "--kernels", "wrong_op", "--checks", "contract",
+                        "--examples", "1", "--out", str(tmp_path / "r.jsonl"))
     assert proc.returncode == 2 and "declares unknown op 'rmsnrom'" in proc.stderr, proc.stderr
 
 
