@@ -72,7 +72,7 @@ class ShardError(ValueError):
 
 
 # What the shards of one run share: their env lines must agree on each.
-SAME_RUN = ("format", "normgate", "seed", "examples", "device", "interpreter", "gpu", "torch", "triton")
+SAME_RUN = ("format", "normgate", "seed", "examples", "device", "interpreter", "gpu", "torch", "triton", "declarations")
 
 
 def merge(files: Sequence[tuple[str, list[dict]]]) -> list[dict]:

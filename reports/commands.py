@@ -29,7 +29,7 @@ from normgate.reports.load import (
     group_checks,
     label_runs,
     load_bench,
-    load_results,
+    load_runs,
     validate_run,
 )
 from normgate.reports.outputs import OutputError, check_outputs
@@ -121,7 +121,7 @@ def _report(args: argparse.Namespace) -> int:
     _check_outputs([("-o", args.output)], [*(("an input", p) for p in args.results),
                                            *(("a --bench input", p) for p in args.bench or ())])
     _check_output_path(args.output, "-o")
-    runs = [load_results(p) for p in args.results]
+    runs = load_runs(args.results)  # the shards of one run become that run
     label_runs(runs)
     bench = _load_benches(args.bench)
     for run in runs:
@@ -149,27 +149,37 @@ def _require_complete(run: Run, what: str) -> None:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    _check_outputs([("-o", args.output)], [("the results input", args.results),
+    _check_outputs([("-o", args.output)], [*(("the results input", p) for p in args.results),
                                            *(("a --bench input", p) for p in args.bench or ())])
     _check_output_path(args.output, "-o")
-    run = load_results(args.results)
-    validate_run(run)
-    _require_complete(run, "a baseline")
+    runs = load_runs(args.results, validate=True)  # shards merged; one run per device kind
+    kinds = [r.kind for r in runs]
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    if twice:
+        raise UsageError(f"two runs of device kind {twice[0]} that are not shards of one run: a baseline holds "
+                         "one run per kind")
+    for run in runs:
+        validate_run(run)
+        _require_complete(run, "a baseline")
     bench = _load_benches(args.bench)
-    failing = [k for k, g in group_checks(run.results).items() if not g.clean]
+    failing = [(run, k) for run in runs for k, g in group_checks(run.results).items() if not g.clean]
     if failing and not args.accept_failures:
-        shown = ", ".join(k.short() for k in failing[:5]) + (" …" if len(failing) > 5 else "")
+        shown = ", ".join(k.short() for _, k in failing[:5]) + (" …" if len(failing) > 5 else "")
         _err(
             "baseline",
-            f"{run.path} has failures in {len(failing)} checks ({shown}); fix them, or pass "
-            "--accept-failures to record them in the baseline as known failures",
+            f"{', '.join(sorted({r.path for r, _ in failing}))} has failures in {len(failing)} checks ({shown}); "
+            "fix them, or pass --accept-failures to record them in the baseline as known failures",
         )
         return 1
     budget = {"max_ulp_growth": args.max_ulp_growth, "min_cases_fraction": args.min_cases_fraction}
-    b = gate_mod.make_baseline(run, bench, budget)
-    write_text(args.output, gate_mod.dump_baseline(b))
+    # benchmark times belong to the GPU they were measured on: with several kinds, to none
+    sections = {run.kind: gate_mod.make_baseline(run, bench if len(runs) == 1 else (), budget) for run in runs}
+    write_text(args.output, gate_mod.dump_baselines(sections))
     known = f", {len(failing)} with known failures" if failing else ""
-    print(f"wrote {args.output} ({len(b.entries)} checks{known}, {len(b.bench)} benchmarks)")
+    checks = sum(len(b.entries) for b in sections.values())
+    benches = sum(len(b.bench) for b in sections.values())
+    print(f"wrote {args.output} ({checks} checks{known}, {benches} benchmarks"
+          + (f", {len(sections)} device kinds: {', '.join(sorted(sections))}" if len(sections) > 1 else "") + ")")
     return 0
 
 
@@ -189,7 +199,7 @@ def _gate(args: argparse.Namespace) -> int:
     _check_outputs(
         [("--summary", args.summary), ("--junit", args.junit)],
         [
-            ("the results input", args.results),
+            *(("the results input", p) for p in args.results),
             ("--baseline", args.baseline),
             ("--base-baseline", args.base_baseline),
             ("--proposed-baseline", args.proposed_baseline),
@@ -200,22 +210,23 @@ def _gate(args: argparse.Namespace) -> int:
         if path:
             _check_output_path(path, flag)
     report_url = _report_url(args.report_url)
-    baseline = gate_mod.load_baseline(args.baseline)
-    base_baseline = gate_mod.load_baseline(args.base_baseline) if args.base_baseline else None
-    run = load_results(args.results)
-    validate_run(run)
+    baseline = gate_mod.load_baselines(args.baseline)
+    base_baseline = gate_mod.load_baselines(args.base_baseline) if args.base_baseline else None
+    runs = load_runs(args.results, validate=True)  # shards merged, each file checked first
+    for run in runs:
+        validate_run(run)
     bench = _load_benches(args.bench)
-    gate_mod.check_comparable(run, baseline, bench)
-    result = gate_mod.evaluate(run, baseline, bench, args.max_slowdown, baseline_path=args.baseline)
+    result = gate_mod.evaluate_kinds(runs, baseline, bench, args.max_slowdown, baseline_path=args.baseline,
+                                     accept_new=args.accept_new_kind or (), expect=args.expect_kind or ())
     result.report_url = report_url
     if base_baseline is not None:
-        result.baseline_changes = gate_mod.compare_baselines(base_baseline, baseline)
+        result.baseline_changes = gate_mod.compare_baseline_sets(base_baseline, baseline)
         result.base_baseline_path = args.base_baseline
     if args.proposed_baseline:
         # The verdict stays against --baseline (the base branch's); what the pull request would
         # change in it is listed at the top, for a reviewer.
-        proposed = gate_mod.load_baseline(args.proposed_baseline)
-        result.baseline_changes = gate_mod.compare_baselines(baseline, proposed)
+        proposed = gate_mod.load_baselines(args.proposed_baseline)
+        result.baseline_changes = gate_mod.compare_baseline_sets(baseline, proposed)
         result.base_baseline_path = args.baseline
         result.changes_label = (f"{args.proposed_baseline}, proposed by this pull request, vs {args.baseline}; "
                                 "the verdict uses the latter")
@@ -257,7 +268,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Write a small, diff-friendly baseline JSON from a complete results file. "
         "Exit 0 written, 1 refused (the results have failures; see --accept-failures), 2 input error.",
     )
-    base.add_argument("results", help="results .jsonl from a finished normgate run")
+    base.add_argument("results", nargs="+", help="results .jsonl of a finished normgate run: one file, its "
+                      "shards (--shard), or one run per device kind (a section each)")
     base.add_argument("-o", "--output", required=True, help="baseline JSON to write")
     base.add_argument(
         "--bench",
@@ -291,7 +303,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Compare results (and benchmarks) with a committed baseline. Fails closed: missing or "
         "unreadable data is never a pass. Exit 0 pass, 1 regression, 2 usage or input error.",
     )
-    g.add_argument("results", help="results .jsonl from this CI run")
+    g.add_argument("results", nargs="+", help="results .jsonl from this CI run: one file, the shards of a run, "
+                   "or one run per device kind (each judged against its own section of the baseline)")
+    g.add_argument("--accept-new-kind", action="append", metavar="KIND",
+                   help="a device kind the baseline has no section for, accepted without judging its results "
+                   "(else such results fail the gate)")
+    g.add_argument("--expect-kind", action="append", metavar="KIND",
+                   help="a device kind that must have results (a matrix job that produced none fails the gate)")
     g.add_argument("--baseline", required=True, help="baseline JSON to hold the results to")
     g.add_argument(
         "--base-baseline",

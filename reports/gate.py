@@ -1064,3 +1064,177 @@ def _testcase(suite: ET.Element, classname: str, name: str, findings: list[Findi
     notes = [f for f in findings if not f.regression]
     if notes:
         ET.SubElement(tc, "system-out").text = xml_text("\n".join(f"{f.kind}: {f.message}" for f in notes))
+
+
+# ----------------------------------------------------------------------------- device kinds
+
+#: A baseline file with a section per device kind (a CI matrix of GPUs); one kind alone is
+#: written as a plain baseline, so a single-machine repository's file does not change shape.
+SET_FORMAT = "normgate-baselines/1"
+
+
+def baseline_kind(b: Baseline) -> str:
+    from normgate.reports.load import device_kind
+
+    return device_kind(b.source)
+
+
+def parse_baselines(path: str, text: str) -> dict[str, Baseline]:
+    """Every section of a baseline file, by device kind."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if not (isinstance(data, dict) and data.get("format") == SET_FORMAT):
+        b = parse_baseline(path, text)
+        return {baseline_kind(b): b}
+    kinds = data.get("kinds")
+    if not isinstance(kinds, dict) or not kinds:
+        raise LoadError(f'{path}: malformed baseline ("kinds" must map device kinds to baselines)')
+    out: dict[str, Baseline] = {}
+    for kind, section in kinds.items():
+        b = parse_baseline(f"{path} [{kind}]", json.dumps(section))
+        if baseline_kind(b) != kind:
+            raise LoadError(f"{path}: the section {kind!r} holds a baseline of device kind {baseline_kind(b)!r}")
+        out[str(kind)] = b
+    return out
+
+
+def load_baselines(path: str) -> dict[str, Baseline]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such file (make a baseline with normgate baseline)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LoadError(f"{path}: cannot read ({e})") from None
+    return parse_baselines(path, text)
+
+
+def dump_baselines(by_kind: Mapping[str, Baseline]) -> str:
+    if len(by_kind) == 1:
+        return dump_baseline(next(iter(by_kind.values())))
+    sections = []
+    for kind in sorted(by_kind):
+        body = dump_baseline(by_kind[kind]).rstrip("\n").replace("\n", "\n    ")
+        sections.append(f"    {json.dumps(kind)}: {body}")
+    return '{\n  "format": ' + json.dumps(SET_FORMAT) + ',\n  "kinds": {\n' + ",\n".join(sections) + "\n  }\n}\n"
+
+
+def compare_baseline_sets(base: Mapping[str, Baseline], new: Mapping[str, Baseline]) -> list[BaselineChange]:
+    """Per device kind, as :func:`compare_baselines`; a kind dropped is a loosening (its results
+    would no longer be judged), a kind added is listed."""
+    out: list[BaselineChange] = []
+    multi = len(set(base) | set(new)) > 1
+    for kind in sorted(set(base) | set(new)):
+        if kind not in new:
+            out.append(BaselineChange(True, f"device kind {kind}: its section is dropped from the baseline"))
+        elif kind not in base:
+            out.append(BaselineChange(False, f"device kind {kind}: a section is added"))
+        else:
+            out.extend(BaselineChange(c.loosened, f"[{kind}] {c.message}" if multi else c.message)
+                       for c in compare_baselines(base[kind], new[kind]))
+    out.sort(key=lambda c: not c.loosened)
+    return out
+
+
+def _task_of(key: CheckKey) -> str:
+    return f"{key.kernel}/{key.dtype}/{key.check}"
+
+
+def _attributed(g: GateResult, run: Run, kind: str, multi: bool) -> GateResult:
+    """Each finding named with where it came from: the device kind (several kinds in one gate:
+    the kernel column carries it) and, for merged shards, the shard and file of its task."""
+
+    def relabel(key: CheckKey | None) -> CheckKey | None:
+        if key is None or not multi:
+            return key
+        return CheckKey(f"{key.kernel} [{kind}]", key.op, key.variant, key.dtype, key.check)
+
+    findings = []
+    for f in g.findings:
+        where = run.origins.get(_task_of(f.key)) if f.key is not None else None
+        message = f.message
+        if where:
+            message = f"{message} (in {where})"
+        if multi and f.key is None:
+            message = f"[{kind}] {message}"
+        findings.append(Finding(f.kind, message, f.regression, relabel(f.key), f.bench, f.replays))
+    g.findings = findings
+    g.keys = [relabel(k) for k in g.keys]
+    g.statuses = {relabel(k): s for k, s in g.statuses.items()}
+    return g
+
+
+def evaluate_kinds(
+    runs: Sequence[Run],
+    baselines: Mapping[str, Baseline],
+    bench: Sequence[BenchFile] = (),
+    max_slowdown: float = 0.05,
+    baseline_path: str = "baseline.json",
+    accept_new: Iterable[str] = (),
+    expect: Iterable[str] = (),
+) -> GateResult:
+    """Judge the runs of every device kind against the baseline's section for that kind, in one
+    verdict. A kind the baseline has no section for fails closed unless ``accept_new`` names it;
+    a kind of the baseline with no results is a note, or a regression when ``expect`` names it
+    (a matrix job that produced nothing). Runs must already be merged (``load_runs``)."""
+    by_kind: dict[str, Run] = {}
+    for run in runs:
+        if run.kind in by_kind:
+            raise GateInputError(
+                f"two runs of device kind {run.kind} ({by_kind[run.kind].path} and {run.path}) that are not "
+                "shards of one run: the gate judges one run per kind"
+            )
+        by_kind[run.kind] = run
+    accept_new, expect = set(accept_new), set(expect)
+    multi = len(by_kind) > 1 or len(baselines) > 1  # then each finding names its kind
+    extra: list[Finding] = []
+    parts: list[GateResult] = []
+    judged: set[str] = set()
+    for kind, run in sorted(by_kind.items()):
+        base = baselines.get(kind)
+        if base is None and len(baselines) == 1 and len(by_kind) == 1:
+            # one run, one section, of different kinds: judged against that section all the same
+            # (every finding is shown), and the kind itself fails the gate unless accepted
+            only_kind, only = next(iter(baselines.items()))
+            check_comparable(run, only, bench)  # interpreter vs GPU: exit 2
+            if run.env is not None:
+                gpu = (run.env or {}).get("gpu") or kind
+                extra.append(Finding(
+                    "new kind" if kind in accept_new else "unknown kind",
+                    f"results from {gpu} (device kind {kind}), the baseline's from {only_kind}"
+                    + (": accepted by --accept-new-kind, judged against it" if kind in accept_new else
+                       f": its figures are not this kind's; make a baseline on {kind}, or pass "
+                       f"--accept-new-kind {kind} to judge it against this one"), kind not in accept_new))
+            base, kind = only, only_kind
+        if base is None:
+            if kind in accept_new:
+                extra.append(Finding("new kind", f"device kind {kind} ({run.path}) has no baseline section; "
+                                     "accepted by --accept-new-kind, its results are not judged", False))
+            else:
+                extra.append(Finding("unknown kind", f"results of device kind {kind} ({run.path}), for which the "
+                                     f"baseline has no section (it has: {', '.join(sorted(baselines))}): make one "
+                                     f"with normgate baseline, or pass --accept-new-kind {kind}", True))
+            continue
+        check_comparable(run, base, bench if len(by_kind) == 1 else ())
+        g = evaluate(run, base, bench if len(by_kind) == 1 else (), max_slowdown, baseline_path=baseline_path)
+        parts.append(_attributed(g, run, kind, multi))
+        judged.add(kind)
+    for kind in sorted(set(baselines) - judged):
+        extra.append(Finding("missing kind" if kind in expect else "not judged",
+                             f"device kind {kind} is in the baseline but no results of it were given"
+                             + (" (--expect-kind)" if kind in expect else ""), kind in expect))
+    if len(parts) == 1 and not extra:
+        return parts[0]
+    keys = [k for g in parts for k in g.keys]
+    return GateResult(
+        results_path=", ".join(r.path for _, r in sorted(by_kind.items())),
+        baseline_path=baseline_path,
+        findings=extra + [f for g in parts for f in g.findings],
+        keys=keys,
+        bench_keys=[k for g in parts for k in g.bench_keys],
+        statuses={k: s for g in parts for k, s in g.statuses.items()},
+        cases=sum(g.cases for g in parts),
+        env=dict(parts[0].env) if parts else {},
+    )

@@ -60,6 +60,8 @@ class Run:
     summary: dict[str, Any] | None = None
     problems: list[Problem] = field(default_factory=list)
     label: str = ""
+    kind: str = ""  # the device kind it ran on (device_kind of its env line)
+    origins: dict[str, str] = field(default_factory=dict)  # task id -> "file (shard K/N)", for merged shards
     env_lines: list[int] = field(default_factory=list)  # line numbers of every env line
     summary_lines: list[int] = field(default_factory=list)
     task_lines: dict[str, list[int]] = field(default_factory=dict)  # task id -> its task lines
@@ -369,9 +371,65 @@ def load_results(path: str) -> Run:
     return run
 
 
+def device_kind(env: Mapping[str, Any] | None) -> str:
+    """What a run's numbers belong to: the GPU model (``nvidia-h200``), or ``cpu`` /
+    ``cpu-interpreter``. Known failures and budgets on one kind are not those of another."""
+    env = env or {}
+    if str(env.get("device", "")).startswith("cuda") and env.get("gpu"):
+        return re.sub(r"[^a-z0-9]+", "-", str(env["gpu"]).lower()).strip("-")
+    return "cpu-interpreter" if env.get("interpreter") else str(env.get("device") or "unknown")
+
+
+def _raw_lines(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(t) for t in f if t.strip()]
+
+
+def load_runs(paths: Iterable[str], validate: bool = False) -> list[Run]:
+    """One run per results file, except that the shards of one run (``normgate run --shard K/N``,
+    one file each) become one run, exactly as if it had not been split. Shards that are not the
+    parts of one run (one missing, one twice, one of another run) are a :class:`LoadError`.
+    ``validate`` holds each file to :func:`validate_run` first (the gate and baselines do)."""
+    from normgate.shards import ShardError, merge
+
+    singles: list[Run] = []
+    groups: dict[tuple[str, Any], list[Run]] = {}
+    for p in paths:
+        run = load_results(p)
+        if validate:
+            validate_run(run)
+        run.kind = device_kind(run.env)
+        shard = (run.env or {}).get("shard")
+        if isinstance(shard, dict):
+            groups.setdefault((run.kind, shard.get("selection")), []).append(run)
+        else:
+            singles.append(run)
+    out = list(singles)
+    for (kind, _), parts in groups.items():
+        parts.sort(key=lambda r: (r.env or {})["shard"].get("index") or 0)
+        try:
+            merged = merge([(r.path, _raw_lines(r.path)) for r in parts])
+        except ShardError as e:
+            raise LoadError(f"{e}; give every shard of a run, each once") from None
+        except (OSError, ValueError) as e:
+            raise LoadError(f"cannot merge shards: {e}") from None
+        count = (parts[0].env or {})["shard"].get("count")
+        run = parse_results(f"{parts[0].path} (+{len(parts) - 1} shards)",
+                            [json.dumps(ln) for ln in merged])
+        run.kind = kind
+        for r in parts:
+            idx = (r.env or {})["shard"].get("index")
+            for t in r.tasks:
+                run.origins[str(t.get("task"))] = f"{r.path} (shard {idx}/{count})"
+            run.problems += r.problems  # a shard's own problems stay its own, named by its file
+        out.append(run)
+    return out
+
+
 def label_runs(runs: list[Run]) -> None:
     """Give each run a short unique label: the file name without extension, else more of the path."""
-    stems = [os.path.splitext(os.path.basename(r.path))[0] for r in runs]
+    # merged shards are named by their device kind: their files are many
+    stems = [r.kind if r.origins else os.path.splitext(os.path.basename(r.path))[0] for r in runs]
     for i, (run, stem) in enumerate(zip(runs, stems, strict=True)):
         if stems.count(stem) == 1:
             run.label = stem

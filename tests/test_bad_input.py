@@ -34,7 +34,7 @@ def _main(capsys, *argv: str) -> tuple[int, str]:
     ((*RUN, "--examples", "0"), "--examples 0: must be greater than 0"),
     ((*RUN, "--report", "/nonexistent-dir/report.html"), "cannot write the report to /nonexistent-dir/report.html"),
     ((*RUN, "--resume", str(DATA / "malformed.jsonl")), "malformed.jsonl:4: malformed results line"),
-    ((*RUN, "--resume", "/nonexistent-dir/r.jsonl"), "cannot read results file /nonexistent-dir/r.jsonl"),
+    ((*RUN, "--resume", "/nonexistent-dir/r.jsonl"), "--resume /nonexistent-dir/r.jsonl: no such file"),
     (("report", str(DATA / "malformed.jsonl"), "-o", "{tmp}/r.html"), "malformed.jsonl:4"),
     (("report", str(DATA / "pass.jsonl"), "-o", "/nonexistent-dir/r.html"), "/nonexistent-dir does not exist"),
 ])

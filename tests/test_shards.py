@@ -93,3 +93,50 @@ def test_resuming_a_shard_keeps_it_the_same_shard(runs, tmp_path):
     assert proc.returncode == 2 and "shard" in proc.stderr
     env = json.loads(parts[0].read_text().splitlines()[0])
     assert env["shard"]["index"] == 1 and env["shard"]["count"] == 4
+
+
+def _cli(*argv):
+    from normgate.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_baseline_gate_and_report_take_the_shards_of_a_run(runs, tmp_path, capsys):
+    whole, parts = runs
+    baseline = tmp_path / "baseline.json"
+    assert _cli("baseline", *parts, "-o", baseline) == 0
+    assert _cli("baseline", whole, "-o", tmp_path / "whole-baseline.json") == 0
+    # the same baseline from the shards as from the unsharded run
+    assert baseline.read_text() == (tmp_path / "whole-baseline.json").read_text()
+    assert _cli("gate", *parts, "--baseline", baseline) == 0
+    assert _cli("gate", whole, "--baseline", baseline) == 0
+    assert _cli("report", *parts, "-o", tmp_path / "r.html") == 0
+    capsys.readouterr()
+    # a missing, duplicated or foreign shard: exit 2, and it says which
+    assert _cli("gate", parts[0], parts[1], parts[3], "--baseline", baseline) == 2
+    assert "missing 3" in capsys.readouterr().err
+    assert _cli("gate", *parts, parts[1], "--baseline", baseline) == 2
+    assert "given twice 2" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text("".join(json.dumps(dict(ln, seed=9) if ln["type"] == "env" else ln) + "\n"
+                               for ln in lines_of(parts[2])))
+    assert _cli("gate", parts[0], parts[1], foreign, parts[3], "--baseline", baseline) == 2
+    assert "differ in seed" in capsys.readouterr().err
+
+
+def test_a_regression_in_one_shard_is_named_with_that_shard(runs, tmp_path, capsys):
+    whole, parts = runs
+    baseline = tmp_path / "baseline.json"
+    assert _cli("baseline", whole, "-o", baseline) == 0
+    lines = lines_of(parts[1])
+    hit = next(i for i, ln in enumerate(lines) if ln["type"] == "result" and ln["verdict"] == "pass")
+    lines[hit] = dict(lines[hit], verdict="fail", reason="y: 9 ULP > bound 0.5 ULP",
+                      replay=f"normgate replay '{lines[hit]['kernel']}@{lines[hit]['check']}:{lines[hit]['case']}'")
+    summary = lines[-1]
+    lines[-1] = dict(summary, **{"pass": summary["pass"] - 1, "fail": summary["fail"] + 1})
+    broken = tmp_path / "shard2.jsonl"
+    broken.write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+    md = tmp_path / "summary.md"
+    assert _cli("gate", parts[0], broken, parts[2], parts[3], "--baseline", baseline, "--summary", md) == 1
+    text = md.read_text().replace("\\", "")
+    assert f"(in {broken} (shard 2/4))" in text, text
