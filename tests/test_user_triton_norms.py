@@ -16,6 +16,7 @@ def test_user_style_triton_rmsnorm_and_layernorm_pass_every_check_under_the_inte
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     results = [ln for ln in lines if ln["type"] == "result"]
     assert {ln["kernel"] for ln in results} == {"user_triton_rmsnorm", "user_triton_layernorm"}
-    assert {ln["check"] for ln in results} == {"accuracy", "contract", "repeat", "poisoned", "batch_invariance"}
+    assert {ln["check"] for ln in results} == {"accuracy", "contract", "repeat", "poisoned", "batch_invariance",
+                                              "identities"}
     assert {ln["dtype"] for ln in results} == {"fp32", "bf16", "fp16", "bf16/fp32"}
     assert sum(ln["verdict"] == "pass" for ln in results) >= 60
