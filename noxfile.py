@@ -137,7 +137,10 @@ def tests(session):
     """The test suite (CPU; Triton kernels under the interpreter)."""
     _install(session, "[test]")
     session.env["TRITON_INTERPRET"] = "1"
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    # one pytest worker per core, a test file's tests on one worker (module fixtures such as the
+    # zoo's run once); the slowest tests are listed at the end
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "loadfile",
+                "--durations", "15", *session.posargs)
 
 
 @nox.session
