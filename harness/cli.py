@@ -440,8 +440,9 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-#: At most this many workers share one GPU: more only contend for its memory and the host's cores.
-MAX_WORKERS_PER_GPU = 8
+#: At most this many workers share one GPU: more only contend for its memory and the host's cores
+#: (a case also spends host time drawing inputs and compiling; one per core bounds it as well).
+MAX_WORKERS_PER_GPU = 16
 
 
 def _workers(args, tasks: int | None = None) -> int:

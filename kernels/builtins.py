@@ -32,8 +32,11 @@ register("hf_gemma_rmsnorm", B.hf_gemma_rmsnorm, op="rmsnorm",
 register("torch_rms_norm", B.torch_rms_norm, op="rmsnorm",
          variant=RMSNormVariant(casting="gemma", offset=0.0), dtypes=ALL,
          **PYTORCH, description="torch.nn.functional.rms_norm")
+# In fp16, autograd rounds the norm's gradient of h to fp16 on its own before it adds the residual
+# branch's: near fp16's limit that overflows where dx is finite (README, Findings), so the eager
+# fused add claims the dtypes whose gradients have bf16's or fp32's range.
 register("eager_add_rmsnorm", functools.partial(B.rms_norm_eager, casting="gemma"), op="rmsnorm",
-         variant=RMSNormVariant(casting="gemma", residual=True), dtypes=ALL,
+         variant=RMSNormVariant(casting="gemma", residual=True), dtypes=("fp32", "bf16", "bf16/fp32"),
          **PYTORCH, description="eager fused residual add + RMSNorm, float32 internals")
 register("eager_layernorm", B.layer_norm_eager, op="layernorm", variant=LayerNormVariant(), dtypes=ALL,
          **PYTORCH, description="eager LayerNorm in float32, two-pass variance, one cast at the end")

@@ -71,7 +71,9 @@ def test_count(normgate_check, request):
         res = run(pytester, "-s", "--normgate-profile", profile)
         res.assert_outcomes(passed=1)
         counts[profile] = int(re.search(r"CASES (\d+)", res.stdout.str()).group(1))
-    assert counts["dev"] == 8 and counts["ci"] == 30
+    # the profile is hypothesis's budget; a case drawn twice (a module's fixed width leaves fewer
+    # distinct cases) is checked and recorded once
+    assert 5 <= counts["dev"] <= 8 < 20 <= counts["ci"] <= 30, counts
     bad = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--normgate-profile", "nightly")
     assert bad.ret != 0 and "invalid choice" in bad.stderr.str()
 

@@ -16,11 +16,17 @@ SEED_CHECKS = {
 }
 
 
+# The seed that is a real Triton kernel runs under the interpreter, where batch invariance (its
+# batches either side of M = 256) and the identities cost most of a CI run's minutes: it runs the
+# other checks, its own two among them. The others run every check.
+CHECKS = {"zero_input_dw": ("--checks", "accuracy,contract,repeat,poisoned")}
+
+
 @pytest.mark.parametrize("seed", sorted(SEED_CHECKS))
 def test_seed_incident_is_caught(seed, tmp_path):
     out = tmp_path / "r.jsonl"
     proc = normgate_cli("run", "--load", str(SEEDS / f"{seed}.py"), "--kernels", "seed_*", "--examples", "60",
-                        "--device", "cpu", "--out", str(out))
+                        "--device", "cpu", *CHECKS.get(seed, ()), "--out", str(out))
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     failing = {ln["check"] for ln in lines if ln.get("verdict") == "fail"}

@@ -2,6 +2,7 @@
 included; on CUDA, ``--workers auto`` is one worker per GPU, each pinned to its own GPU."""
 
 import argparse
+import io
 import os
 
 import pytest
@@ -14,7 +15,7 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
     common = ("run", "--kernels", "torch_rms_norm,eager_layernorm", "--dtypes", "fp32,bf16", "--examples", "4",
               "--seed", "11", "--device", "cpu")
     contents = {}
-    for workers in ("0", "1", "3"):
+    for workers in ("0", "1", "2"):  # 2: at most one worker per core, and CI has two
         out = tmp_path / f"w{workers}.jsonl"
         proc = normgate_cli(*common, "--workers", workers, "--out", str(out))
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -24,7 +25,7 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
     tasks = [ln for ln in contents["1"] if ln["type"] == "task"]
     assert len(tasks) == 2 * 2 * 5  # kernels x dtypes x checks: every check ran
     assert sum(ln["type"] == "result" for ln in contents["1"]) > len(tasks)
-    assert contents["0"] == contents["1"] == contents["3"]
+    assert contents["0"] == contents["1"] == contents["2"]
 
 
 @pytest.mark.parametrize(("visible", "expected"), [
@@ -43,6 +44,7 @@ def test_spawned_workers_are_pinned_to_gpus_in_turn(monkeypatch):
         def __init__(self, cmd, env, **kwargs):
             seen.append(env.get("CUDA_VISIBLE_DEVICES"))
             self.pid = -1
+            self.stdin = io.BytesIO()  # the worker's key is written to its stdin
 
     monkeypatch.setattr(pool.subprocess, "Popen", FakePopen)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
