@@ -7,6 +7,7 @@ The public API (imported lazily, so ``import normgate`` stays cheap for the pyte
                             out="input"|"promote")
     normgate.LayerNormVariant(weight=True, bias=True, residual=False, casting="gemma", out="input")
     normgate.load_file(path), normgate.get(name), normgate.registry()
+    normgate.field.flash_attn_rms_norm(...), ...: one-line adapters for the field's function kernels
     normgate.Case, normgate.Candidate
 """
 
@@ -26,6 +27,7 @@ _EXPORTS = {
     "RMSNormVariant": "normgate.properties.rmsnorm",
     "LayerNormVariant": "normgate.properties.layernorm",
     "adapt": "normgate.adapt",
+    "field": "normgate.kernels.field",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -38,6 +40,7 @@ def __getattr__(name: str):
     value = importlib.import_module(module)
     # normgate.adapt is a callable module (the function, with AdaptError beside it), whichever of
     # `normgate.adapt(...)` or `import normgate.adapt` comes first
-    value = value if name == "adapt" else getattr(value, name)
+    # (normgate.field is the module of one-line adapters, kernels/field.py)
+    value = value if name in ("adapt", "field") else getattr(value, name)
     globals()[name] = value
     return value

@@ -239,8 +239,10 @@ def _interpreter_libdevice(module) -> Iterator[None]:
     implements ``tl.math.rsqrt``, which Liger itself uses on Triton < 3. Only under the interpreter."""
     import triton.language as tl
 
+    # ``module``: the module object whose package's ops are patched, or that package's name
+    package = module if isinstance(module, str) else type(module).__module__.split(".")[0]
     mods = [mod for name, mod in list(sys.modules.items())
-            if name.startswith(type(module).__module__.split(".")[0] + ".ops") and hasattr(mod, "rsqrt")]
+            if name.startswith(package + ".ops") and hasattr(mod, "rsqrt")]
     olds = [mod.rsqrt for mod in mods]
     try:
         for mod in mods:

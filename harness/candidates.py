@@ -34,6 +34,10 @@ from . import dtypes as _dtypes
 from .op import Variant
 
 ALL_DTYPES = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
+#: the gradients a backward can provide, by the name the checks give them; "dx" is the row
+#: gradient (of x, and of the residual in a fused add, which receives the same values)
+GRADIENTS = ("dx", "dweight", "dbias")
+_GRAD_ALIASES = {"dw": "dweight", "db": "dbias", "dresidual": "dx"}
 
 
 @dataclass
@@ -50,11 +54,18 @@ class Candidate:
     eps_none: bool = True  # accepts eps=None (PyTorch's "machine epsilon" default)
     full_range: bool = False  # claims every finite input (e.g. a scaled sum of squares)
     eps_values: tuple[float | None, ...] | None = None  # the only eps it takes (a module's fixed eps); None: any
-    max_n: int | None = None  # the widest row it takes (a documented limit of the kernel); None: any
+    #: the widest row it takes (a documented limit of the kernel); None: any. A mapping gives it per
+    #: dtype ({"fp32": 16384, "bf16": 32768}: flash-attention's 64 KB per row), by the activation
+    #: dtype or the whole dtype string ("bf16/fp32")
+    max_n: int | dict[str, int] | None = None
     batch_invariant: bool = True  # claims a row's bits do not depend on the batch (else: observed, not judged)
     triton: bool = False  # its stores are Triton's (rounding differs under the interpreter)
     #: where it switches strategy, {"n": [...], "m": [...]}: widths and batch sizes the cases visit
     boundaries: dict[str, tuple[int, ...]] | None = None
+    #: the gradients its backward provides (``GRADIENTS``), e.g. ("dx",) for a backward that returns
+    #: no weight gradient; None: every gradient the variant has. The others are not asked for (their
+    #: inputs do not require grad); a declared one that does not arrive breaks the contract
+    grads: tuple[str, ...] | None = None
     description: str = ""
     source: str = "builtin"
     loads: tuple[str, ...] = field(default=())  # --load files needed to find it again (replay)
@@ -69,8 +80,24 @@ class Candidate:
                 raise ValueError(f"candidate {self.name!r} declares dtype {d!r}: {e}") from None
         if self.eps_values is not None and not self.eps_values:
             raise ValueError(f"candidate {self.name!r} declares eps_values=(): give at least one eps it accepts")
-        if self.max_n is not None and self.max_n < 1:
+        if isinstance(self.max_n, dict):
+            for k, v in self.max_n.items():
+                try:
+                    _dtypes.split_pair(k)
+                except ValueError as e:
+                    raise ValueError(f"candidate {self.name!r} declares max_n for dtype {k!r}: {e}") from None
+                if not isinstance(v, int) or v < 1:
+                    raise ValueError(f"candidate {self.name!r} declares max_n[{k!r}]={v!r}: it must be at least 1")
+            self.max_n = dict(sorted(self.max_n.items()))
+        elif self.max_n is not None and self.max_n < 1:
             raise ValueError(f"candidate {self.name!r} declares max_n={self.max_n}: it must be at least 1")
+        if self.grads is not None:
+            grads = tuple(dict.fromkeys(_GRAD_ALIASES.get(g, g) for g in self.grads))
+            bad = [g for g in grads if g not in GRADIENTS]
+            if bad or "dx" not in grads:
+                raise ValueError(f"candidate {self.name!r} declares grads={self.grads!r}: expected some of "
+                                 f"{GRADIENTS}, dx among them (backward=False is a kernel without a backward)")
+            self.grads = tuple(g for g in GRADIENTS if g in grads)
         if self.boundaries is not None:
             unknown = set(self.boundaries) - {"n", "m"}
             if unknown or not all(isinstance(b, int) and b >= 1 for v in self.boundaries.values() for b in v):
@@ -90,6 +117,21 @@ class Candidate:
     def supports(self, device: str) -> bool:
         return device.split(":")[0] in self.devices
 
+    def max_n_for(self, dtype: str) -> int | None:
+        """The widest row it takes in ``dtype`` (a dtype string such as "bf16/fp32"), or None."""
+        if not isinstance(self.max_n, dict):
+            return self.max_n
+        if dtype in self.max_n:
+            return self.max_n[dtype]
+        return self.max_n.get(_dtypes.split_pair(dtype)[0])
+
+    def provides(self, gradient: str) -> bool:
+        """Whether its backward claims the gradient named ``gradient`` ("dx", "dweight", ...)."""
+        if not self.backward:
+            return False
+        g = _GRAD_ALIASES.get(gradient, gradient)
+        return self.grads is None or g in self.grads
+
     def declaration(self) -> dict[str, Any]:
         """What the candidate claims, as JSON: recorded in results and baselines, because the gate
         judges a kernel against what the base branch claimed for it, not what the pull request
@@ -99,12 +141,15 @@ class Candidate:
             if f.name in _NOT_DECLARED:
                 continue
             v = getattr(self, f.name)
+            if f.name == "grads" and v is None:
+                # every gradient, as before the field existed: recorded declarations stay comparable
+                continue
             if isinstance(v, Variant):
                 v = v.key()
             elif isinstance(v, tuple):
                 v = list(v)
             elif isinstance(v, dict):
-                v = {k: list(b) for k, b in sorted(v.items())}
+                v = {k: (list(b) if isinstance(b, tuple) else b) for k, b in sorted(v.items())}
             out[f.name] = v
         return out
 
@@ -120,9 +165,9 @@ def register(name: str, fn: Callable | str | None = None, *, op: str, variant: V
              dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16"), devices: tuple[str, ...] = ("cpu", "cuda"),
              backward: bool = True, inplace: bool = False, strided: bool = True, eps_none: bool = True,
              full_range: bool = False, eps_values: tuple[float | None, ...] | None = None,
-             max_n: int | None = None, batch_invariant: bool = True, triton: bool = False,
+             max_n: int | dict[str, int] | None = None, batch_invariant: bool = True, triton: bool = False,
              boundaries: dict[str, list[int] | tuple[int, ...]] | None = None,
-             description: str = "", replace: bool = False):
+             grads: tuple[str, ...] | None = None, description: str = "", replace: bool = False):
     """Register a candidate; usable as ``register(name, fn, ...)`` or as a decorator.
 
     Returns the :class:`Candidate` (or, as a decorator, the function unchanged).
@@ -134,7 +179,7 @@ def register(name: str, fn: Callable | str | None = None, *, op: str, variant: V
                          full_range=full_range, eps_values=None if eps_values is None else tuple(eps_values),
                          max_n=max_n, batch_invariant=batch_invariant, triton=triton,
                          boundaries=None if boundaries is None else {k: tuple(v) for k, v in boundaries.items()},
-                         description=description,
+                         grads=None if grads is None else tuple(grads), description=description,
                          source=_current_source, loads=tuple(_current_loads))
         add_candidate(cand, replace=replace)
         return cand

@@ -59,6 +59,24 @@ class WrongShape(CandidateError):
     """An output of the wrong shape: a broken contract, found before autograd trips on it."""
 
 
+class MissingGradient(CandidateError):
+    """A gradient the candidate declares (``grads``, every one by default) did not arrive: a broken
+    contract, which the contract check fails; the checks that need the gradient cannot run."""
+
+
+def _wants_grad(cand: Candidate, name: str) -> bool:
+    """Whether the candidate is differentiated with respect to input ``name``: when it declares
+    that gradient (``grads``; every one by default)."""
+    return cand.provides("d" + name)
+
+
+def reference(cand: Candidate, op: Op, inputs: Tensors, case: Case):
+    """The op's reference, less the gradients the candidate does not declare."""
+    expected = op.reference(inputs, case, cand.variant, backward=cand.backward)
+    return {k: e for k, e in expected.items()
+            if not (k.startswith("d") and k[1:] in op.differentiable and not _wants_grad(cand, k[1:]))}
+
+
 def clone(t: torch.Tensor) -> torch.Tensor:
     """A copy with the same strides, so a strided layout survives (``clone`` may compact it)."""
     out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
@@ -77,7 +95,7 @@ def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool
         if k.startswith("grad:"):
             continue
         a = _handed(k, v, fences)
-        if backward and k in op.differentiable:
+        if backward and k in op.differentiable and _wants_grad(cand, k):
             a.requires_grad_(True)
         args[k] = a
     outs = op.call(fn, args, case, cand.variant)
@@ -104,7 +122,9 @@ def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool
                                  grad_outputs=[grads[n] for n in names], allow_unused=True)
         for k, g in zip(wrt, gs, strict=True):
             if g is None:
-                raise CandidateError(f"no gradient reached input {k!r}")
+                declared = "" if cand.grads is None else f" (declared grads={list(cand.grads)})"
+                raise MissingGradient(f"no gradient reached input {k!r}{declared}: declare the gradients the "
+                                      "backward provides with grads=(...) if it computes fewer")
             result["d" + k] = g.detach()
     guards.verify(fences)
     return result, args
@@ -204,7 +224,7 @@ def _beyond(case: Case, res: CheckResult) -> CheckResult:
 def accuracy(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
     inputs = op.make_inputs(case, cand.variant, ctx.device)
     got, _ = execute(cand, op, case, inputs)
-    expected = op.reference(inputs, case, cand.variant, backward=cand.backward)
+    expected = reference(cand, op, inputs, case)
     truncating = ctx.interpreter and cand.triton
     res = CheckResult("pass")
     if truncating and any(e.dtype == torch.bfloat16 for e in expected.values()):
@@ -246,9 +266,9 @@ def contract(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
     inputs = op.make_inputs(case, cand.variant, ctx.device)
     try:
         got, args = execute(cand, op, case, inputs)
-    except WrongShape as e:
+    except (WrongShape, MissingGradient) as e:
         return CheckResult("fail", str(e))
-    expected = op.reference(inputs, case, cand.variant, backward=cand.backward)
+    expected = reference(cand, op, inputs, case)
     problems = []
     for name, exp in expected.items():
         t = got.get(name)

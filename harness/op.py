@@ -35,6 +35,10 @@ class Variant:
         parts = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.metadata.get("key_when_set") and v == f.default:
+                # a field added after keys were recorded (results, baselines, replay commands): a
+                # variant that leaves it at its default keeps the key it always had
+                continue
             v = int(v) if isinstance(v, bool) else v
             parts.append(f"{f.name}={v:g}" if isinstance(v, float) else f"{f.name}={v}")
         return ",".join(parts)

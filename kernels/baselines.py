@@ -38,15 +38,34 @@ def torch_layer_norm(x, weight, bias, eps):
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
 
+_OUT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _out_dtype(x: torch.Tensor, weight: torch.Tensor | None, out: str) -> torch.dtype:
+    if out in _OUT_DTYPES:  # the dtype the caller chose
+        return _OUT_DTYPES[out]
     if out == "promote" and weight is not None:
         return torch.promote_types(x.dtype, weight.dtype)
     return x.dtype
 
 
-def rms_norm_eager(x, weight, eps, residual=None, *, casting="llama", offset=0.0, out="input"):
+def _residual_add(x: torch.Tensor, residual: torch.Tensor | None, mode: str, internal: bool):
+    """(what is normalized, the h returned). ``rounded``: x + residual in x's dtype, both; the
+    ``unrounded`` and ``fp32`` modes (properties/norm.py): the float32 sum is normalized, and h is
+    that sum rounded to x's dtype (unrounded) or kept in float32 (fp32)."""
+    if residual is None:
+        return x, None
+    if mode == "rounded":
+        h = x + residual  # rounded once to the input dtype
+        return h, h
+    s = x.float() + residual.float()
+    return (s if internal else s.to(x.dtype)), (s if mode == "fp32" else s.to(x.dtype))
+
+
+def rms_norm_eager(x, weight, eps, residual=None, *, casting="llama", offset=0.0, out="input",
+                   residual_mode="rounded"):
     """Any RMSNorm variant in PyTorch eager. Returns y, or (y, h) with a residual."""
-    h = x if residual is None else x + residual  # rounded once to the input dtype
+    h, h_out = _residual_add(x, residual, residual_mode, casting != "none")
     eps = resolve_eps(eps, x.dtype)
     if casting == "none":
         y = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
@@ -60,12 +79,12 @@ def rms_norm_eager(x, weight, eps, residual=None, *, casting="llama", offset=0.0
         if weight is not None:
             y = y * (offset + weight.float())
     y = y.to(_out_dtype(x, weight, out))
-    return y if residual is None else (y, h)
+    return y if residual is None else (y, h_out)
 
 
-def layer_norm_eager(x, weight, bias, eps, residual=None, *, casting="gemma", out="input"):
+def layer_norm_eager(x, weight, bias, eps, residual=None, *, casting="gemma", out="input", residual_mode="rounded"):
     """Any LayerNorm variant in PyTorch eager (two-pass variance). Returns y, or (y, h)."""
-    h = x if residual is None else x + residual
+    h, h_out = _residual_add(x, residual, residual_mode, casting != "none")
     eps = resolve_eps(eps, x.dtype)
     c = h if casting == "none" else h.float()
     d = c - c.mean(-1, keepdim=True)
@@ -77,4 +96,4 @@ def layer_norm_eager(x, weight, bias, eps, residual=None, *, casting="gemma", ou
     if bias is not None:
         y = y + bias.to(y.dtype)
     y = y.to(_out_dtype(x, weight, out))
-    return y if residual is None else (y, h)
+    return y if residual is None else (y, h_out)

@@ -22,7 +22,7 @@ F64 = torch.float64
 class Norm:
     """Row statistics shared by forward and backward."""
 
-    h: torch.Tensor  # the normalized input (x, or x + residual rounded to the input dtype)
+    h: torch.Tensor  # the normalized input (x, or the fused add's x + residual: references.fused_add)
     xhat: torch.Tensor  # h normalized: (h - mean) * rstd, or h * rstd for RMSNorm
     rstd: torch.Tensor  # (rows, 1)
     xhat_mag: torch.Tensor  # magnitude of the terms xhat is computed from
@@ -40,11 +40,17 @@ def resolve_eps(eps: float | None, input_dtype: torch.dtype) -> float:
     return float(torch.finfo(F64 if input_dtype == F64 else torch.float32).eps)
 
 
-def fused_add(x: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """h = x + residual, rounded once to the input dtype: the fused add's mandated rounding."""
+def fused_add(x: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype,
+              mode: str = "rounded") -> torch.Tensor:
+    """The h a fused residual add normalizes: with ``rounded``, x + residual rounded once to the
+    input dtype (the fused add's mandated rounding); with ``unrounded`` (float32 sum normalized,
+    flash-attention) and ``fp32`` (an fp32 residual stream), the exact sum: what the variant
+    normalizes is the sum itself, not its rounding to x's dtype."""
     if residual is None:
         return x
-    return (x + residual).to(dtype).to(F64)
+    if mode == "rounded":
+        return (x + residual).to(dtype).to(F64)
+    return x + residual
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Third-party kernels, built in when their package is installed: Liger-Kernel and transformers.
+"""Third-party kernels, built in when their package is installed: Liger-Kernel and transformers
+modules here, and the function kernels of kernels/field.py (flash-attention, Unsloth, quack,
+Liger's functional forms).
 
 Each is the package's own module, run through :func:`normgate.adapt` with the case's weights and
 eps. The variant each claims is declared here, so ``normgate list`` needs no import of the package
@@ -118,3 +120,9 @@ if installed("transformers"):
          RMSNormVariant(casting="gemma", out="promote"), overrides=dict(casting="gemma", out="promote"),
          dtypes=("bf16/fp32", "fp16/fp32"), eps_none=False, batch_invariant=False,
          description="transformers T5LayerNorm with fp32 weights under half-precision activations")
+
+# the function kernels of the field (flash-attention, Unsloth, quack, Liger's functional forms):
+# kernels/field.py, registered when their packages are installed
+from normgate.kernels import field as _field  # noqa: E402
+
+_field.register_installed()

@@ -7,7 +7,7 @@ variant has none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,14 +19,16 @@ from .norm import NormOp, NormVariant
 
 @dataclass(frozen=True)
 class LayerNormVariant(NormVariant):
-    """weight/bias: which affine parameters exist; residual: fused ``h = x + residual``;
-    casting: gemma (all float32, one rounding) | llama | none; out: mixed-dtype rule."""
+    """weight/bias: which affine parameters exist (bias without weight: ``y = xhat + b``); residual:
+    fused ``h = x + residual``; casting: gemma (all float32, one rounding) | llama | none; out:
+    mixed-dtype rule or the caller's dtype; residual_mode: rounded | unrounded | fp32 (properties/norm.py)."""
 
     weight: bool = True
     bias: bool = True
     residual: bool = False
     casting: str = "gemma"
     out: str = "input"
+    residual_mode: str = field(default="rounded", metadata={"key_when_set": True})
 
 
 class LayerNormOp(NormOp):
@@ -66,7 +68,8 @@ class LayerNormOp(NormOp):
         from normgate.kernels.baselines import layer_norm_eager
 
         def fn(x, weight, bias, eps, residual=None):
-            return layer_norm_eager(x, weight, bias, eps, residual, casting=variant.casting, out=variant.out)
+            return layer_norm_eager(x, weight, bias, eps, residual, casting=variant.casting, out=variant.out,
+                                    residual_mode=variant.residual_mode)
 
         return fn
 

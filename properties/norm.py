@@ -31,7 +31,17 @@ from . import boundaries as B
 from . import strategies as S
 
 CASTINGS = ("llama", "gemma", "none")
+#: ``out``: a rule (the activation dtype, or promoted with the parameters') or a dtype the caller
+#: chose (flash-attention's ``out_dtype``): y has that dtype whatever the inputs'
 OUT_RULES = ("input", "promote")
+OUT_DTYPES = ("fp32", "bf16", "fp16")
+#: ``residual_mode`` of a fused residual add h = x + residual:
+#: - ``rounded``: h rounded to x's dtype, and that rounded h normalized (HF, Liger, vLLM);
+#: - ``unrounded``: the float32 sum normalized, h returned rounded to x's dtype (flash-attention's
+#:   default: its kernel adds in float32 and normalizes before it stores h);
+#: - ``fp32``: an fp32 residual stream: the incoming residual is float32, h is returned in float32
+#:   (flash-attention's ``residual_in_fp32=True``).
+RESIDUAL_MODES = ("rounded", "unrounded", "fp32")
 #: roundings outside the reductions (squares, rsqrt, products, the affine step)
 ELEMENTWISE_STEPS = 8
 
@@ -41,8 +51,17 @@ class NormVariant(Variant):
     def __post_init__(self) -> None:
         if self.casting not in CASTINGS:
             raise ValueError(f"casting must be one of {CASTINGS}, got {self.casting!r}")
-        if self.out not in OUT_RULES:
-            raise ValueError(f"out must be one of {OUT_RULES}, got {self.out!r}")
+        if self.out not in OUT_RULES + OUT_DTYPES:
+            raise ValueError(f"out must be one of {OUT_RULES} or a dtype the caller chose, one of {OUT_DTYPES}; "
+                             f"got {self.out!r}")
+        if self.residual_mode not in RESIDUAL_MODES:
+            raise ValueError(f"residual_mode must be one of {RESIDUAL_MODES}, got {self.residual_mode!r}")
+        if self.residual_mode != "rounded" and not self.residual:
+            raise ValueError(f"residual_mode={self.residual_mode!r} describes a fused residual add: "
+                             "it needs residual=True")
+        if self.residual_mode != "rounded" and self.casting == "none":
+            raise ValueError(f"residual_mode={self.residual_mode!r} keeps the sum in float32, which casting='none' "
+                             "(computed in the input dtype) does not")
 
 
 class NormOp(Op):
@@ -71,9 +90,15 @@ class NormOp(Op):
 
     def output_dtype(self, variant, case: Case) -> torch.dtype:
         x, p = dtypes.to_torch(case.x_dtype), dtypes.to_torch(case.param_dtype)
+        if variant.out in OUT_DTYPES:
+            return dtypes.to_torch(variant.out)
         if variant.out == "promote" and self.params(variant):
             return torch.promote_types(x, p)
         return x
+
+    def residual_dtype(self, variant, case: Case) -> torch.dtype:
+        """The dtype of the incoming residual and of h: float32 for an fp32 residual stream."""
+        return torch.float32 if variant.residual_mode == "fp32" else dtypes.to_torch(case.x_dtype)
 
     def edges(self, variant, case: Case, full_range: bool) -> tuple[float, float | None]:
         """(largest in-domain magnitude, magnitude of the probe past the edge or None)."""
@@ -105,9 +130,11 @@ class NormOp(Op):
             offset = self.param_offset(variant) if name == "weight" else 0.0
             out[name] = S.fill_param(regime, case.n, S.generator(case.seed, 1 + i), offset).to(pdt).to(device)
         if variant.residual:
+            # an fp32 residual stream: the residual arrives in float32 (drawn at x's scale), h leaves in it
+            rdt = self.residual_dtype(variant, case)
             out["residual"] = S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 3), limit, beyond),
-                                      xdt, device, case.layout)
-            out["grad:h"] = _grad_layout(S.fill_grad(case.dy, case.shape, xdt, S.generator(case.seed, 5)), xdt,
+                                      rdt, device, case.layout)
+            out["grad:h"] = _grad_layout(S.fill_grad(case.dy, case.shape, rdt, S.generator(case.seed, 5)), rdt,
                                          device, case.layout)
         ydt = self.output_dtype(variant, case)
         out["grad:y"] = _grad_layout(S.fill_grad(case.dy, case.shape, ydt, S.generator(case.seed, 4)), ydt, device,
@@ -165,7 +192,7 @@ class NormOp(Op):
                 if e.defined is not None:
                     s.defined = e.defined if s.defined is None else s.defined & e.defined
         for name, e in sums.items():
-            e.steps = m + n + ELEMENTWISE_STEPS  # the reduction runs over all m rows
+            e.steps = m + e.steps - min(m, chunk)  # the reduction runs over all m rows, not the first chunk's
             res[name] = e
         return res
 
@@ -179,7 +206,7 @@ class NormOp(Op):
             return None if t is None else t.detach().to(F64).reshape(-1, n)
 
         p = {k: (None if inputs.get(k) is None else inputs[k].detach().to(F64)) for k in ("weight", "bias")}
-        h = fused_add(rows(inputs["x"]), rows(inputs.get("residual")), xdt)
+        h = fused_add(rows(inputs["x"]), rows(inputs.get("residual")), xdt, variant.residual_mode)
         y, y_mag, stats = self.exact(h, p, eps, variant)
         # The sum of squares can also lose up to one smallest-normal of the internal dtype to
         # underflow (flushed or subnormal squares): rstd's relative error grows by half of that
@@ -197,6 +224,14 @@ class NormOp(Op):
         w = p.get("weight")
         coef = (abs(self.param_offset(variant)) + w.abs()) if w is not None else 1.0
         steps = n + ELEMENTWISE_STEPS
+        # The unrounded and fp32 residual modes normalize s' = fl32(x + residual), within u_32 |s|
+        # of the exact sum s the reference normalizes. A relative perturbation u of every element
+        # of h moves xhat by at most u |xhat| and rstd by at most u rstd (mean(h^2) moves by 2u
+        # relative, its root by u), so y, dx and dW move by at most 2 u_32 times their magnitudes
+        # (LayerNorm: h - mean moves by u (|h| + mean|h|), which xhat's magnitude already is):
+        # two more steps in float32. The rounded mode's sum is exact before its mandated rounding.
+        unrounded = variant.residual and variant.residual_mode != "rounded"
+        steps += 2 if unrounded else 0
         out_dt = self.output_dtype(variant, case)
 
         # Row tensors are compared as (rows, N); the check reshapes the candidate's outputs.
@@ -205,7 +240,12 @@ class NormOp(Op):
 
         res = {"y": exp(y, y_mag, steps, out_dt, mid + flush, half_sub * coef)}
         if variant.residual:
-            res["h"] = Expected(h, h.abs(), 0, internal, 0.0, xdt)
+            # rounded: the exact sum rounded once, to x's dtype (h is that rounded value itself);
+            # unrounded: fl32(x + residual) rounded again to x's dtype, a double rounding: one u_32 step
+            # before the final half ULP; fp32: the exact sum rounded once, to float32
+            rdt = self.residual_dtype(variant, case)
+            res["h"] = Expected(h, h.abs(), 1 if variant.residual_mode == "unrounded" else 0, torch.float32, 0.0,
+                                rdt if variant.residual_mode == "fp32" else xdt)
         if not backward:
             return res
         dy = rows(inputs["grad:y"])
@@ -222,7 +262,8 @@ class NormOp(Op):
             # ... and where those roundings overflow the input dtype the variant gives inf - inf
             defined = ((dy.abs() * coef) <= x_max).all(-1, keepdim=True).expand_as(dy)
             dw_defined = ((dy.abs() * stats.xhat.abs()) <= x_max).all(0)
-        if variant.residual:
+        dx_steps = steps
+        if variant.residual and not unrounded:
             # Autograd hands the norm's dx back in the input dtype before adding the residual
             # branch's gradient: one more rounding of dx_norm, which composed kernels cannot avoid.
             dh = rows(inputs["grad:h"])
@@ -231,10 +272,16 @@ class NormOp(Op):
             dx_floor = dx_floor + dtypes.smallest_normal(xdt) * dtypes.unit_roundoff(xdt)
             fits = g["dx"].abs() <= x_max
             defined = fits if defined is None else defined & fits
-        res["dx"] = exp(dx, dx_mag, steps, xdt, dx_mid, dx_floor)
+        elif variant.residual:
+            # the sum is float32 (h is the float32 s, or s rounded on its way out): the norm's dx
+            # and dh meet in float32, one more u_32 step, and nothing is rounded to x's dtype first
+            dh = rows(inputs["grad:h"])
+            dx, dx_mag = dx + dh, dx_mag + dh.abs()
+            dx_steps += 1
+        res["dx"] = exp(dx, dx_mag, dx_steps, xdt, dx_mid, dx_floor)
         res["dx"].defined = defined
         if variant.residual:
-            res["dresidual"] = exp(dx, dx_mag, steps, xdt, dx_mid, dx_floor)
+            res["dresidual"] = exp(dx, dx_mag, dx_steps, self.residual_dtype(variant, case), dx_mid, dx_floor)
             res["dresidual"].defined = defined
         m = dy.shape[0]
         for name in self.params(variant):
@@ -282,15 +329,17 @@ class NormOp(Op):
             return None if t is None else t.detach().to(F64).reshape(-1, n)
 
         p = {k: (None if inputs.get(k) is None else inputs[k].detach().to(F64)) for k in ("weight", "bias")}
-        h = fused_add(rows(inputs["x"]), rows(inputs.get("residual")), xdt)
+        h = fused_add(rows(inputs["x"]), rows(inputs.get("residual")), xdt, variant.residual_mode)
         _, _, stats = self.exact(h, p, eps, variant)
         w = p.get("weight")
         g = rows(inputs["grad:y"]) * (self.param_offset(variant) + w if w is not None else 1.0)
         dx = rows(got["dx"]).to(exp.magnitude.device)
-        if variant.residual:
-            dx = dx - rows(inputs["grad:h"])  # the norm's own part; dx' - dh errs as dx' does
+        # the bound at the candidate's own dx, the whole of it: its final rounding is to the ULP of
+        # dx_norm + dh, which can be far coarser than dx_norm's own where dh dominates
         err = 2 * bound(Expected(dx.abs(), exp.magnitude, exp.steps, exp.internal, exp.intermediate, exp.dtype,
                                  exp.floor), rounding)
+        if variant.residual:
+            dx = dx - rows(inputs["grad:h"]).to(dx.device)  # the norm's own part; dx' - dh errs as dx' does
         # rows with a non-finite dx are the contract check's to judge (against the reference), not
         # an identity's: an overflow to inf in a narrow dtype has no finite sum to compare
         keep = torch.isfinite(err).all(-1) & torch.isfinite(dx).all(-1)
@@ -342,16 +391,17 @@ class NormOp(Op):
     def cases(self, candidate, dtype: str, profile: Profile) -> st.SearchStrategy[Case]:
         variant = candidate.variant
         layouts = ("contiguous", "strided") if candidate.strided else ("contiguous",)
+        max_n = candidate.max_n_for(dtype)  # a limit may depend on the dtype (bytes per row)
         edge_widths = ([] if features.off("n_boundaries") else
-                       B.task_boundary_widths(profile, (candidate.boundaries or {}).get("n", ()), candidate.max_n))
+                       B.task_boundary_widths(profile, (candidate.boundaries or {}).get("n", ()), max_n))
         huge = B.huge_allowed(profile, dtypes.to_torch(dtypes.split_pair(dtype)[0]).itemsize)
 
         @st.composite
         def draw_case(draw) -> Case:
             shape = draw(S.shapes(profile))
-            if candidate.max_n is not None and shape[-1] > candidate.max_n:
-                shape = (*shape[:-1], candidate.max_n)  # a clamp, not a filter: shrinking is unchanged
-            shape = draw(_at_boundaries(shape, edge_widths, huge, profile, candidate.max_n))
+            if max_n is not None and shape[-1] > max_n:
+                shape = (*shape[:-1], max_n)  # a clamp, not a filter: shrinking is unchanged
+            shape = draw(_at_boundaries(shape, edge_widths, huge, profile, max_n))
             probe = Case(self.name, shape, dtype)
             regimes = S.X_REGIMES
             if not candidate.full_range and self.edges(variant, probe, False)[1] is not None:

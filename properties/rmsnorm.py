@@ -6,7 +6,7 @@ returning ``(y, h)`` for the fused residual variant. ``weight`` is None when the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from normgate.kernels import references as ref
 from normgate.op import register_op
@@ -17,13 +17,16 @@ from .norm import NormOp, NormVariant
 @dataclass(frozen=True)
 class RMSNormVariant(NormVariant):
     """casting: llama | gemma | none; offset: 0 (Llama) or 1 (Gemma's ``1 + weight``);
-    residual: fused ``h = x + residual``; weight: has an affine weight; out: mixed-dtype rule."""
+    residual: fused ``h = x + residual``; weight: has an affine weight; out: mixed-dtype rule
+    (input | promote) or the dtype the caller chose (fp32 | bf16 | fp16); residual_mode: rounded |
+    unrounded | fp32 (properties/norm.py)."""
 
     casting: str = "llama"
     offset: float = 0.0
     residual: bool = False
     weight: bool = True
     out: str = "input"
+    residual_mode: str = field(default="rounded", metadata={"key_when_set": True})
 
 
 class RMSNormOp(NormOp):
@@ -62,7 +65,7 @@ class RMSNormOp(NormOp):
 
         def fn(x, weight, eps, residual=None):
             return rms_norm_eager(x, weight, eps, residual, casting=variant.casting, offset=variant.offset,
-                                  out=variant.out)
+                                  out=variant.out, residual_mode=variant.residual_mode)
 
         return fn
 

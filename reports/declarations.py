@@ -91,12 +91,33 @@ def _judge(f: str, b: Any, n: Any, in_base: bool, in_now: bool) -> tuple[bool, s
             return True, "not a list"
         dropped = [x for x in b if x not in n]
         return (True, "fewer eps checked") if dropped else (False, "")
-    if f == "max_n":  # None: any width
-        if n is None:
-            return False, ""
-        if b is None:
-            return True, f"rows wider than {n} are no longer checked"
-        if isinstance(b, int | float) and isinstance(n, int | float) and n >= b:
+    if f == "max_n":  # None: any width; a mapping: per dtype
+        if isinstance(b, dict) or isinstance(n, dict):
+            keys = sorted(set(b) if isinstance(b, dict) else set()) or sorted(n if isinstance(n, dict) else ())
+            narrower = [k for k in keys if not _wide_enough(_limit(b, k), _limit(n, k))]
+            return (True, f"narrower rows in {', '.join(narrower)}") if narrower else (False, "")
+        if _wide_enough(b, n):
             return False, ""
         return True, f"rows wider than {n} are no longer checked"
+    if f == "grads":  # absent: every gradient
+        if not isinstance(b, list) or not isinstance(n, list):
+            return True, "not a list"
+        dropped = [g for g in b if g not in n]
+        return (True, f"{', '.join(dropped)} no longer checked") if dropped else (False, "")
     return True, "a field the gate does not know: cannot tell whether it loosens"
+
+
+def _limit(v: Any, dtype: str) -> Any:
+    """A max_n declaration's limit for one dtype (a mapping names it, or its activation part)."""
+    if not isinstance(v, dict):
+        return v
+    return v.get(dtype, v.get(dtype.split("/")[0]))
+
+
+def _wide_enough(b: Any, n: Any) -> bool:
+    """Whether limit ``n`` checks every width limit ``b`` did (None: any width)."""
+    if n is None:
+        return True
+    if b is None:
+        return False
+    return isinstance(b, int | float) and isinstance(n, int | float) and n >= b

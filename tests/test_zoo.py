@@ -65,10 +65,13 @@ def test_no_false_alarm_on_any_correct_candidate(runs):
     assert not alarms, alarms
     assert all(r["cases"] > 0 for r in rows)
     assert {"zoo_triton_rmsnorm", "zoo_triton_layernorm", "torch_rms_norm"} <= {r["candidate"] for r in rows}
+    # a mutant that errors in one run is fine when a check of some run catches it (one whose
+    # backward drops a declared gradient fails the contract check and errors in the others)
+    killed = {r["mutant"] for r in _rows(runs, "mutants") if r["killed"]}
     for proc, m in runs.values():
         s = m["summary"]
         assert s["correct_errors"] == 0, [r["error_reasons"] for r in m["correct"] if r["errors"]]
-        assert not s["errored_mutants"], s["errored_mutants"]
+        assert not set(s["errored_mutants"]) - killed, s["errored_mutants"]
         assert proc.returncode == (1 if s["unexplained_misses"] else 0), proc.stderr[-3000:]
 
 

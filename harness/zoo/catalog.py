@@ -38,6 +38,8 @@ class Base:
     #: dtypes claimed under the Triton interpreter, where they differ (see ``dtypes``)
     interpreted: tuple[str, ...] | None = None
     inplace: bool = False  # declares that it may overwrite its inputs (dx into dy)
+    #: further ``register`` declarations, as (name, value) pairs: grads, max_n (zoo/variants.py)
+    declare: tuple[tuple[str, object], ...] = ()
 
     def dtypes(self) -> tuple[str, ...]:
         from normgate.runner import interpreter_on
@@ -193,6 +195,13 @@ MUTANTS: tuple[Mutant, ...] = (
            "output (xFormers)", E.ln_output_promoted),
 )
 
+# the declarations beyond a casting mode (zoo/variants.py: it builds on the classes above)
+from . import variants as _variants  # noqa: E402
+
+_VARIANT_BASES, _VARIANT_MUTANTS = _variants.entries(Base, Mutant)
+BASES.update({b.name: b for b in _VARIANT_BASES})
+MUTANTS = MUTANTS + _VARIANT_MUTANTS
+
 #: the built-in candidates that are correct on the CPU, run alongside the zoo's own for false alarms
 BUILTIN_CORRECT = ("hf_llama_rmsnorm", "hf_gemma_rmsnorm", "torch_rms_norm", "eager_add_rmsnorm", "eager_layernorm",
                    "torch_layer_norm_fp32")
@@ -205,12 +214,12 @@ def register_all() -> None:
     for b in BASES.values():
         if b.name not in reg:
             candidates.register(b.name, b.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
-                                inplace=b.inplace, description=b.description)
+                                inplace=b.inplace, description=b.description, **dict(b.declare))
     for m in MUTANTS:
         if m.candidate not in reg:
             b = BASES[m.base]
             candidates.register(m.candidate, m.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
-                                inplace=b.inplace, description=m.bug)
+                                inplace=b.inplace, description=m.bug, **dict(b.declare))
 
 
 def correct_names(device: str) -> list[str]:

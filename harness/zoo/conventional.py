@@ -24,11 +24,13 @@ EPS = 1e-6
 SEED = 42
 
 
-def _run(fn, x, params, residual, dy, dh):
-    """Forward and backward; returns every output and gradient by name."""
+def _run(fn, x, params, residual, dy, dh, grads=None):
+    """Forward and backward; returns every output and gradient by name (of the parameters, those
+    in ``grads`` when given: the ones the candidate declares)."""
     x = x.clone().requires_grad_(True)
-    params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    leaves = {"x": x, **params}
+    params = {k: (None if v is None else v.clone().requires_grad_(grads is None or "d" + k in grads))
+              for k, v in params.items()}
+    leaves = {"x": x, **{k: v for k, v in params.items() if v is not None and v.requires_grad}}
     args = [x] + list(params.values()) + [EPS]
     if residual is not None:
         residual = residual.clone().requires_grad_(True)
@@ -36,9 +38,9 @@ def _run(fn, x, params, residual, dy, dh):
         args.append(residual)
     out = fn(*args)
     outs = {"y": out} if residual is None else {"y": out[0], "h": out[1]}
-    grads = {"y": dy} if residual is None else {"y": dy, "h": dh}
+    upstream = {"y": dy} if residual is None else {"y": dy, "h": dh}
     names = list(outs)
-    torch.autograd.backward([outs[n] for n in names], [grads[n].to(outs[n].dtype) for n in names])
+    torch.autograd.backward([outs[n] for n in names], [upstream[n].to(outs[n].dtype) for n in names])
     result = {k: v.detach() for k, v in outs.items()}
     result.update({"d" + k: v.grad for k, v in leaves.items()})
     return result
@@ -59,16 +61,23 @@ def check(cand: Candidate, device: str = "cpu") -> tuple[str, str]:
         for shape in shapes:
             gen = torch.Generator().manual_seed(SEED)
             x = torch.randn(shape, generator=gen, dtype=dtype).to(device)
-            residual = torch.randn(shape, generator=gen, dtype=dtype).to(device) if variant.residual else None
+            # what the candidate declares shapes the test as it shapes a kernel repo's own: its
+            # parameters, its residual stream's dtype, its widest row, the gradients it returns
+            rdt = torch.float32 if getattr(variant, "residual_mode", "rounded") == "fp32" else dtype
+            residual = torch.randn(shape, generator=gen, dtype=rdt).to(device) if variant.residual else None
             n = shape[-1]
-            params = {"weight": torch.ones(n, dtype=dtype, device=device)}
+            if cand.max_n_for(dname) is not None and n > cand.max_n_for(dname):
+                continue
+            has = op.params(variant)
+            params = {"weight": torch.ones(n, dtype=dtype, device=device) if "weight" in has else None}
             if cand.op == "layernorm":
-                params["bias"] = torch.zeros(n, dtype=dtype, device=device)
+                params["bias"] = torch.zeros(n, dtype=dtype, device=device) if "bias" in has else None
+            grads = {g for g in ("dweight", "dbias") if cand.provides(g)}
             dy = torch.randn(shape, generator=gen, dtype=dtype).to(device)
             dh = torch.randn(shape, generator=gen, dtype=dtype).to(device)
             try:
-                want = _run(reference, x, params, residual, dy, dh)
-                got = _run(fn, x, params, residual, dy, dh)
+                want = _run(reference, x, params, residual, dy, dh, grads)
+                got = _run(fn, x, params, residual, dy, dh, grads)
                 for name, w in want.items():
                     torch.testing.assert_close(got[name], w, atol=atol, rtol=rtol,
                                                msg=lambda m, name=name: f"{name}: {m}")
