@@ -117,12 +117,25 @@ def _leftovers(threads_before: set[int], exit_handlers_before: int, device: str)
     alive = [t.name for t in new if t.is_alive()]
     if alive:
         left.append(f"{len(alive)} thread(s) still running ({', '.join(alive[:3])})")
+    # a timer the task armed (normgate arms none) fires into whatever runs next: one due within
+    # the grace is waited for here, so a death it causes lands on this task; a later one retires
+    # the worker like a thread still running
+    for which, name in _TIMERS:
+        due = signal.getitimer(which)[0]
+        if 0 < due <= LEFTOVER_GRACE_S + 0.5:
+            time.sleep(due + 0.2)
+            due = signal.getitimer(which)[0]
+        if due > 0:
+            left.append(f"a timer ({name}) still armed")
     if _exit_handlers() > exit_handlers_before:
         # the worker retires after this: running every handler now (ours too) costs nothing, and a
         # handler that crashes does it while this task is the one running
         atexit._run_exitfuncs()
         left.append("exit handlers registered")
     return "; ".join(left)
+
+
+_TIMERS = ((signal.ITIMER_REAL, "SIGALRM"), (signal.ITIMER_VIRTUAL, "SIGVTALRM"), (signal.ITIMER_PROF, "SIGPROF"))
 
 
 def _exit_handlers() -> int:
