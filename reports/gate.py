@@ -301,15 +301,18 @@ def parse_baseline(path: str, text: str) -> Baseline:
     )
 
 
-def load_baseline(path: str) -> Baseline:
+def _read_baseline(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError:
         raise LoadError(f"{path}: no such file (make a baseline with normgate baseline)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise LoadError(f"{path}: cannot read ({e})") from None
-    return parse_baseline(path, text)
+
+
+def load_baseline(path: str) -> Baseline:
+    return parse_baseline(path, _read_baseline(path))
 
 
 # ----------------------------------------------------------------------------- baseline vs baseline
@@ -1101,14 +1104,7 @@ def parse_baselines(path: str, text: str) -> dict[str, Baseline]:
 
 
 def load_baselines(path: str) -> dict[str, Baseline]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise LoadError(f"{path}: no such file (make a baseline with normgate baseline)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LoadError(f"{path}: cannot read ({e})") from None
-    return parse_baselines(path, text)
+    return parse_baselines(path, _read_baseline(path))
 
 
 def dump_baselines(by_kind: Mapping[str, Baseline]) -> str:
