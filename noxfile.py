@@ -126,10 +126,17 @@ def _install(session, extras: str = "") -> None:
     session.install("-e", f".{extras}")
 
 
-def _device(session) -> str:
-    code = "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')"
+def _probe(session, code: str) -> str | None:
+    """What a line of Python prints in the session: through run_install under --install-only,
+    through run under --no-install (-R), each of which skips the other; None when neither runs."""
     out = session.run_install("python", "-c", code, silent=True)
-    return "cpu" if out is None else out.strip().splitlines()[-1]
+    if out is None:
+        out = session.run("python", "-c", code, silent=True)
+    return None if out is None else out.strip().splitlines()[-1]
+
+
+def _device(session) -> str:
+    return _probe(session, "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')") or "cpu"
 
 
 @nox.session
@@ -181,8 +188,7 @@ def bench(session):
     _install(session, "[bench]")
     code = ("import re, torch; print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-') "
             "if torch.cuda.is_available() else 'no-gpu')")
-    out = session.run_install("python", "-c", code, silent=True)
-    name = "no-gpu" if out is None else out.strip().splitlines()[-1]
+    name = _probe(session, code) or "no-gpu"
     if name == "no-gpu":  # everything skips; write no JSON that a report would pick up
         session.run("python", "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", *session.posargs)
         return
