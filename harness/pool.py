@@ -152,11 +152,7 @@ class Pool:
         except (KeyError, ValueError):
             pass
         os.close(wk.fd)
-        if wk.proc.stdin:
-            try:
-                wk.proc.stdin.close()
-            except OSError:
-                pass
+        _close_stdin(wk)
 
     def _log_tail(self, wk: _Worker, n: int = 600) -> str:
         try:
@@ -247,11 +243,8 @@ class Pool:
             if finished:
                 self._finish_workers()
             for wk in self.workers:
-                if wk.proc.poll() is None and wk.proc.stdin:
-                    try:
-                        wk.proc.stdin.close()
-                    except OSError:
-                        pass
+                if wk.proc.poll() is None:
+                    _close_stdin(wk)
                 self._retire(wk, kill=True)
                 try:
                     os.unlink(wk.log)
@@ -262,11 +255,8 @@ class Pool:
         """End idle workers in order (stdin closed) and see how they end: one that dies on the way
         out (an exit handler, a thread) is blamed on the last task it ran."""
         for wk in self.workers:
-            if wk.proc.poll() is None and wk.proc.stdin:
-                try:
-                    wk.proc.stdin.close()
-                except OSError:
-                    pass
+            if wk.proc.poll() is None:
+                _close_stdin(wk)
         deadline = time.monotonic() + wait_s
         for wk in self.workers:
             try:
@@ -449,3 +439,12 @@ class Pool:
 
 class WorkerSetupError(Exception):
     """A worker could not start (e.g. a --load file that imports in the parent fails in a child)."""
+
+
+def _close_stdin(wk) -> None:
+    """Close a worker's stdin: its end of input, which tells an idle worker to finish."""
+    if wk.proc.stdin:
+        try:
+            wk.proc.stdin.close()
+        except OSError:
+            pass
