@@ -2,32 +2,10 @@
 
 import pytest
 import torch
+from test_adapt import LlamaRMSNorm, standin
 
 import normgate
 from normgate.adapt import AdaptError
-
-
-def standin(module_path: str):
-    def wrap(cls):
-        cls.__module__ = module_path
-        return cls
-
-    return wrap
-
-
-@standin("transformers.models.llama.modeling_llama")
-class LlamaRMSNorm(torch.nn.Module):
-    def __init__(self, hidden_size, eps=1e-6):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, hidden_states):
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
 
 
 @standin("unsloth.kernels.rms_layernorm")
