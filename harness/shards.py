@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .results import summarize
 
 # Seconds per case by check, from a 12,759-case run of every built-in kernel on one H200
 # (reports/examples/runs/h200-all-kernels-12759.jsonl.gz: accuracy 0.40, contract 0.58, repeat
@@ -128,16 +131,11 @@ def merge(files: Sequence[tuple[str, list[dict]]]) -> list[dict]:
     for t in order:
         merged += body.get(t, [])
     results = [ln for ln in merged if ln.get("type") == "result"]
-    counts: dict[str, int] = {}
-    for ln in results:
-        counts[ln.get("verdict")] = counts.get(ln.get("verdict"), 0) + 1
-    from .names import VERDICTS
-
     summaries = [ln for _, lines in files for ln in lines if ln.get("type") == "summary"]
     interrupted = len(summaries) < len(files) or any(s.get("interrupted") for s in summaries) or bool(absent)
-    merged.append({"type": "summary", "cases": len(results), **{v: counts.get(v, 0) for v in VERDICTS},
-                   "interrupted": interrupted,
-                   "elapsed_s": round(max((s.get("elapsed_s") or 0) for s in summaries), 2) if summaries else 0})
+    elapsed = round(max((s.get("elapsed_s") or 0) for s in summaries), 2) if summaries else 0
+    merged.append(summarize(Counter(ln.get("verdict") for ln in results), len(results), interrupted=interrupted,
+                            elapsed_s=elapsed))
     if absent:
         merged[-1]["missing_tasks"] = len(absent)
     return merged
