@@ -297,9 +297,7 @@ def cmd_run(args) -> int:
             opts = Options(device=args.device, workers=workers, loads=tuple(args.load or ()),
                            case_timeout=args.timeout, task_timeout=args.kernel_timeout,
                            gpus=_gpu_count() if args.device == "cuda" else 0)
-            from .runner import schedule
-
-            Pool(opts, writer.write, progress.event).run(schedule(tasks_todo))
+            Pool(opts, writer.write, progress.event).run(tasks_todo)
     except KeyboardInterrupt:
         interrupted = True
         name = signal.Signals(stopped_by[0]).name if stopped_by else "SIGINT"

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .runner import WORKERS_PER_GPU_ENV, Task
+from .scheduling import TaskQueue
 from .worker import SUPERVISOR_ENV, sign
 
 #: The ``seq`` of an error line the supervisor writes for a task (docs/results-format.md).
@@ -66,6 +67,7 @@ class _Worker:
     task_key: bytes | None = None  # signs the current task's events
     n: int = 0  # the number of the next event
     last_task: Task | None = None  # the last task it reported done
+    warm: list[str] = field(default_factory=list)  # the kernels it has run, oldest first
 
 
 def _signal_name(code: int) -> str:
@@ -215,7 +217,7 @@ class Pool:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, tasks: list[Task]) -> None:
-        pending = deque(tasks)
+        pending = TaskQueue(tasks)
         #: tasks to run again in a fresh worker: their worker died after having run another task
         self.reruns: deque[Task] = deque()
         #: task id -> (the task that ran before it in the dead worker, why that worker died)
@@ -232,7 +234,9 @@ class Pool:
                         if self.reruns and wk.last_task is None:
                             self._assign(wk, self.reruns.popleft())
                         elif pending:
-                            self._assign(wk, pending.popleft())
+                            task = pending.take(wk.warm, self._held())
+                            if task is not None:
+                                self._assign(wk, task)
                 for key, _ in self.sel.select(timeout=0.5):
                     self._read(key.data)
                 self._watch()
@@ -250,6 +254,14 @@ class Pool:
                     os.unlink(wk.log)
                 except OSError:
                     pass
+
+    def _held(self) -> dict[str, int]:
+        """How many live workers have run each kernel (a replaced worker starts cold)."""
+        held: dict[str, int] = {}
+        for wk in self.workers:
+            for kernel in wk.warm:
+                held[kernel] = held.get(kernel, 0) + 1
+        return held
 
     def _finish_workers(self, wait_s: float = 5.0) -> None:
         """End idle workers in order (stdin closed) and see how they end: one that dies on the way
@@ -270,6 +282,9 @@ class Pool:
 
     def _assign(self, wk: _Worker, task: Task) -> None:
         wk.task, wk.task_start, wk.case, wk.case_start = task, time.monotonic(), None, 0.0
+        if task.kernel in wk.warm:
+            wk.warm.remove(task.kernel)
+        wk.warm.append(task.kernel)
         wk.task_key = secrets.token_bytes(32)
         try:
             assert wk.proc.stdin is not None

@@ -54,23 +54,6 @@ def width_seed(task: Task) -> int:
     return int(hashlib.sha256(f"{task.seed}/{task.kernel}/{task.dtype}".encode()).hexdigest()[:12], 16)
 
 
-#: the order checks are scheduled in: accuracy (the full budget) first, so that when the checks of one
-#: kernel and dtype run on several workers at once, the binaries are mostly in the shared Triton
-#: cache by then
-SCHEDULE = ("accuracy", "contract", "repeat", "poisoned", "batch_invariance")
-
-
-def schedule(tasks: list[Task]) -> list[Task]:
-    """Tasks in the order workers should take them: by check, then as given (kernel, dtype).
-
-    Tasks that run at the same time are then mostly of different kernels and dtypes, whose binaries
-    differ, instead of the five checks of one kernel and dtype compiling the same binaries side by
-    side; each later check finds them in the Triton cache the workers share. The results file is
-    written in the given order whatever the schedule (results.canonicalize)."""
-    rank = {c: i for i, c in enumerate(SCHEDULE)}
-    return sorted(tasks, key=lambda t: rank.get(t.check, len(rank)))
-
-
 def replay_command(kernel: str, check: str, case: Case, loads: tuple[str, ...], device: str) -> str:
     parts = ["normgate", "replay", str(ReplayKey(kernel, check, case))]
     for f in loads:

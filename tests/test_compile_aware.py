@@ -10,7 +10,8 @@ from normgate import compiletime
 from normgate.checks import Context
 from normgate.op import CPU_PROFILE, GPU_PROFILE
 from normgate.properties import strategies as S
-from normgate.runner import Task, run_task, schedule, width_seed
+from normgate.runner import Task, run_task, width_seed
+from normgate.scheduling import TaskQueue, schedule
 
 CPU = Context(device="cpu")
 
@@ -61,6 +62,30 @@ def test_work_is_scheduled_by_check_accuracy_first():
     assert sorted(order, key=tasks.index) == tasks  # the same tasks
     assert [t.check for t in order] == [c for c in checks for _ in range(4)]
     assert [(t.kernel, t.dtype) for t in order[:4]] == [("a", "fp32"), ("a", "bf16"), ("b", "fp32"), ("b", "bf16")]
+
+
+def _tasks(kernels: str, checks=("accuracy", "repeat", "poisoned")) -> list[Task]:
+    return [Task(k, d, c, 1) for k in kernels for d in ("fp32", "bf16") for c in checks]
+
+
+def test_a_worker_keeps_to_the_kernel_it_holds_warm():
+    queue = TaskQueue(_tasks("ab"))
+    mine = [queue.take(["a"], {"a": 1}) for _ in range(6)]
+    assert {t.kernel for t in mine} == {"a"} and len({t.id for t in mine}) == 6
+    assert [t.check for t in mine] == ["accuracy", "accuracy", "repeat", "repeat", "poisoned", "poisoned"]
+    assert queue.take(["a"], {"a": 1}).kernel == "b"  # a is done: a kernel nobody holds
+
+
+def test_a_cold_worker_takes_a_kernel_nobody_holds_before_sharing_one():
+    queue = TaskQueue(_tasks("abc"))
+    assert queue.take([], {"a": 1}).kernel == "b"
+    assert queue.take([], {"a": 1, "b": 1}).kernel == "c"
+    # all held: a share of the kernel with the most work per holder, while it has enough to split
+    assert queue.take([], {"a": 1, "b": 1, "c": 1}).kernel == "a"
+    rest = TaskQueue(_tasks("a", checks=("accuracy",)))  # two tasks, one holder
+    assert rest.take([], {"a": 1}).kernel == "a"
+    assert rest.take([], {"a": 1}) is None  # one left: its holder takes it next
+    assert rest.take(["a"], {"a": 1}).kernel == "a" and not rest
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
