@@ -74,21 +74,32 @@ def pin_generation() -> None:
     every "local" module imported in the process (anything outside site-packages and the standard
     library). Which modules those are differs between a worker and the CLI process running
     ``--workers 0``, with each --load file, and between an editable and a regular install, so one
-    seed gave different cases in each. There is no public switch; hypothesis's module-level hook
-    is replaced with one that finds no local constants. If a later hypothesis renames it, this
-    does nothing and tests/test_workers.py (``--workers 0`` against 1 and 3) fails."""
+    seed gave different cases in each. There is no public switch: hypothesis's private module-level
+    hook ``providers._get_local_constants`` is replaced with one that finds no local constants.
+    pyproject pins hypothesis to the releases that hook is known in (``HYPOTHESIS_RANGE``), and
+    tests/test_hypothesis_pin.py checks the pin, the hook and this replacement; a release that has
+    local constants without the hook is refused here rather than giving seed-dependent cases."""
     try:
         from hypothesis.internal.conjecture import providers
         from hypothesis.internal.constants_ast import Constants
     except ImportError:  # a hypothesis without local constants: nothing to pin
         return
     if not hasattr(providers, "_get_local_constants"):
-        return
+        import hypothesis
+
+        raise RuntimeError(f"hypothesis {hypothesis.__version__} collects local constants without the hook "
+                           f"normgate replaces to keep cases a function of the seed; install hypothesis"
+                           f"{HYPOTHESIS_RANGE}")
     empty = Constants()
     providers._get_local_constants = lambda: empty
     cache = getattr(providers, "CONSTANTS_CACHE", None)
     if cache is not None and hasattr(cache, "cache"):
         cache.cache.clear()  # choices computed with local constants before we got here
+
+
+#: the hypothesis releases ``pin_generation`` is known to work with (pyproject's dependency says
+#: the same; tests/test_hypothesis_pin.py holds the two together)
+HYPOTHESIS_RANGE = ">=6.100,<6.171"
 
 
 def sign(key: bytes, n: int, body: bytes) -> str:
