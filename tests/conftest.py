@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 TESTS = Path(__file__).parent
-SEEDS = TESTS / "seeds"
+INCIDENTS = TESTS / "incidents"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,4 @@
-"""Seed 1 (Unsloth + Megatron-LM): the norm's epsilon read from the wrong place.
+"""Incident 1 (Unsloth + Megatron-LM): the norm's epsilon read from the wrong place.
 
 Unsloth's fast path read ``layernorm.variance_epsilon``; a module that stores it elsewhere either
 raised or, in the silent form of the bug, fell back to a default. This candidate ignores the eps
@@ -16,6 +16,6 @@ def rmsnorm_default_eps(x, weight, eps):
     return weight * h.to(x.dtype)
 
 
-normgate.register("seed_eps_attribute", rmsnorm_default_eps, op="rmsnorm",
+normgate.register("incident_eps_attribute", rmsnorm_default_eps, op="rmsnorm",
                   variant=normgate.RMSNormVariant(casting="llama", out="promote"),
                   dtypes=("fp32", "bf16", "fp16"), eps_none=False)

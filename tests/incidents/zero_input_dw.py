@@ -1,4 +1,4 @@
-"""Seed 3 (flash-attention's Triton RMSNorm): garbage, non-deterministic dW on all-zero input.
+"""Incident 3 (flash-attention's Triton RMSNorm): garbage, non-deterministic dW on all-zero input.
 
 A real Triton kernel. The backward runs a fixed grid of programs, each accumulating dW over the
 rows it owns into its own row of a partial-sum buffer made with ``torch.empty``. A program that
@@ -77,6 +77,6 @@ def triton_rmsnorm(x, weight, eps):
     return _RMSNorm.apply(x, weight, eps)
 
 
-normgate.register("seed_zero_input_dw", triton_rmsnorm, op="rmsnorm",
+normgate.register("incident_zero_input_dw", triton_rmsnorm, op="rmsnorm",
                   variant=normgate.RMSNormVariant(casting="gemma"), dtypes=("fp32", "bf16"),
                   eps_none=False, triton=True)
