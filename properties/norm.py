@@ -123,7 +123,7 @@ class NormOp(Op):
         xdt, pdt = dtypes.to_torch(case.x_dtype), dtypes.to_torch(case.param_dtype)
         limit, beyond = self.edges(variant, case, full_range=False)
         beyond = beyond or limit
-        out: Tensors = {"x": S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 0), limit, beyond),
+        out: Tensors = {"x": S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 0, device), limit, beyond),
                                      xdt, device, case.layout)}
         for i, name in enumerate(self.params(variant)):
             regime = case.w if name == "weight" else _bias_regime(case.w)
@@ -132,13 +132,13 @@ class NormOp(Op):
         if variant.residual:
             # an fp32 residual stream: the residual arrives in float32 (drawn at x's scale), h leaves in it
             rdt = self.residual_dtype(variant, case)
-            out["residual"] = S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 3), limit, beyond),
+            out["residual"] = S.place(S.fill(case.x, case.shape, xdt, S.generator(case.seed, 3, device), limit, beyond),
                                       rdt, device, case.layout)
-            out["grad:h"] = _grad_layout(S.fill_grad(case.dy, case.shape, rdt, S.generator(case.seed, 5)), rdt,
+            out["grad:h"] = _grad_layout(S.fill_grad(case.dy, case.shape, rdt, S.generator(case.seed, 5, device)), rdt,
                                          device, case.layout)
         ydt = self.output_dtype(variant, case)
-        out["grad:y"] = _grad_layout(S.fill_grad(case.dy, case.shape, ydt, S.generator(case.seed, 4)), ydt, device,
-                                     case.layout)
+        dy = S.fill_grad(case.dy, case.shape, ydt, S.generator(case.seed, 4, device))
+        out["grad:y"] = _grad_layout(dy, ydt, device, case.layout)
         return out
 
     def outputs(self, variant) -> tuple[str, ...]:

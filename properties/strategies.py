@@ -76,29 +76,30 @@ def shapes(draw, profile: Profile) -> tuple[int, ...]:
 
 def fill(regime: str, shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator,
          limit: float, beyond: float) -> torch.Tensor:
-    """Float64 values of one regime, on the CPU (callers round to the dtype and move them).
+    """Float64 values of one regime, on the generator's device (callers round to the dtype).
 
     ``limit`` is the largest magnitude inside the variant's domain, ``beyond`` the magnitude of
     the probe past it.
     """
     n = shape[-1]
     rows = math.prod(shape[:-1])
+    on = dict(dtype=torch.float64, device=gen.device)
 
     def randn(*s):
-        return torch.randn(*s, generator=gen, dtype=torch.float64)
+        return torch.randn(*s, generator=gen, **on)
 
     def magnitudes(scale):
         # |v| in [scale/2, scale] with random signs: the largest element is known exactly.
-        sign = torch.randint(0, 2, (rows, n), generator=gen).to(torch.float64) * 2 - 1
-        return sign * scale * (0.5 + 0.5 * torch.rand(rows, n, generator=gen, dtype=torch.float64))
+        sign = torch.randint(0, 2, (rows, n), generator=gen, device=gen.device).to(torch.float64) * 2 - 1
+        return sign * scale * (0.5 + 0.5 * torch.rand(rows, n, generator=gen, **on))
 
     if regime == "normal":
         v = randn(rows, n)
     elif regime == "zeros":
-        v = torch.zeros(rows, n, dtype=torch.float64)
+        v = torch.zeros(rows, n, **on)
     elif regime == "zero_row":
         v = randn(rows, n)
-        v[int(torch.randint(0, rows, (1,), generator=gen))] = 0.0
+        v[int(torch.randint(0, rows, (1,), generator=gen, device=gen.device))] = 0.0
     elif regime == "tiny":
         v = randn(rows, n) * 1e-4
     elif regime == "tinier":
@@ -112,17 +113,17 @@ def fill(regime: str, shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Gen
         v = randn(rows, 1).expand(rows, n).clone()
     elif regime == "outlier":
         v = randn(rows, n)
-        cols = torch.randint(0, n, (rows,), generator=gen)
-        sign = torch.rand(rows, generator=gen, dtype=torch.float64).round() * 2 - 1
-        v[torch.arange(rows), cols] = sign * min(1e3, limit)
+        cols = torch.randint(0, n, (rows,), generator=gen, device=gen.device)
+        sign = torch.rand(rows, generator=gen, **on).round() * 2 - 1
+        v[torch.arange(rows, device=gen.device), cols] = sign * min(1e3, limit)
     elif regime == "cancellation":
         # A large offset with a spread of a few units in the last place of the dtype: x - mean
         # cancels almost every bit (the LayerNorm variance's hard case).
-        size = min(1e3, limit / 2) * (1 + torch.rand(rows, 1, generator=gen, dtype=torch.float64))
+        size = min(1e3, limit / 2) * (1 + torch.rand(rows, 1, generator=gen, **on))
         offset = randn(rows, 1).sign() * size
         v = offset * (1 + 8 * dtypes.unit_roundoff(dtype) * randn(rows, n))
     elif regime == "mixed_scale":
-        v = randn(rows, n) * torch.pow(10.0, torch.empty(rows, 1, dtype=torch.float64).uniform_(-5, 2, generator=gen))
+        v = randn(rows, n) * torch.pow(10.0, torch.empty(rows, 1, **on).uniform_(-5, 2, generator=gen))
     else:
         raise ValueError(f"unknown activation regime {regime!r}")
     bound = beyond if regime == BEYOND else limit
@@ -130,7 +131,7 @@ def fill(regime: str, shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Gen
 
 
 def fill_grad(regime: str, shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
-    v = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    v = torch.randn(*shape, generator=gen, dtype=torch.float64, device=gen.device)
     if regime == "normal":
         return v
     if regime == "zeros":
@@ -162,10 +163,16 @@ def fill_param(regime: str, n: int, gen: torch.Generator, offset: float = 0.0) -
     raise ValueError(f"unknown parameter regime {regime!r}")
 
 
-def generator(seed: int, stream: int) -> torch.Generator:
-    """A CPU generator per (case seed, tensor role): one tensor's values never depend on another's
-    shape, so shrinking one role leaves the others' bits alone."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+def generator(seed: int, stream: int, device: str = "cpu") -> torch.Generator:
+    """A generator per (case seed, tensor role): one tensor's values never depend on another's
+    shape, so shrinking one role leaves the others' bits alone.
+
+    Row-sized tensors are drawn on the device that checks them. The CPU's generator costs about
+    45 ns per float64 element on one core (1.4 s for one 4096 x 8192 tensor, and a case draws two to
+    four), more than the whole check takes on an H200; a GPU draws it in microseconds. A case key
+    gives the same bits on the same kind of device (a replay, another worker, another shard of one
+    run), not the CPU's bits on a GPU."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream)
 
 
 def place(values: torch.Tensor, dtype: torch.dtype, device: str, layout: str) -> torch.Tensor:
