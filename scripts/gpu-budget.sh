@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU budget run, in one command: every built-in candidate (PyTorch eager, torch.compile, ours,
+# Liger-Kernel when carried in .whl/, transformers when installed) through every check for LIMIT
+# seconds, then the cost of each check per case, then the 32-bit-offset mutant on huge shapes with
+# one worker. Usage: scripts/gpu-budget.sh OUTDIR [EXAMPLES] [WORKERS]
+set -uo pipefail
+out=${1:?usage: scripts/gpu-budget.sh OUTDIR [EXAMPLES] [WORKERS]}
+examples=${2:-25}
+workers=${3:-16}
+mkdir -p "$out"
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 3
+source "$(dirname "$0")/carried-wheels.sh"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+command -v compute-sanitizer >/dev/null && echo "compute-sanitizer: $(command -v compute-sanitizer)" | tee -a "$out/gpu.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
+start=$(date +%s.%N)
+timeout -s TERM "${LIMIT:-300}" normgate run --device cuda --examples "$examples" --workers "$workers" \
+  --out "$out/all.jsonl" --report "$out/all.html" 2> "$out/all.log"
+echo "all: rc $? wall $(python3 -c "import time; print(round(time.time() - $start, 1))") s" | tee "$out/times.txt"
+tail -6 "$out/all.log"
+gzip -kf "$out/all.jsonl"
+if [ "${COSTS_LIMIT:-60}" -gt 0 ]; then
+  timeout -s TERM "${COSTS_LIMIT:-60}" python3 "$(dirname "$0")/check_costs.py" cuda > "$out/check-costs.txt" 2>&1
+  echo "check costs: rc $?"; tail -12 "$out/check-costs.txt"
+fi
+if [ "${ZOO_LIMIT:-100}" -gt 0 ]; then
+  timeout -s TERM "${ZOO_LIMIT:-100}" normgate zoo --device cuda --only 'mutant_offsets_int32,zoo_triton_rmsnorm' \
+    --checks accuracy,contract --dtypes bf16 --examples "${ZOO_EXAMPLES:-200}" --workers 1 > "$out/zoo-int32.txt" 2>&1
+  echo "zoo int32: rc $?"; tail -15 "$out/zoo-int32.txt"
+fi
