@@ -1,7 +1,9 @@
 """The kernels the benchmark compares, each as ``fn(x) -> y`` plus its parameters.
 
 All compute the same thing as ours in the bench: RMSNorm in the Llama variant (eps 1e-6) and
-LayerNorm with weight and bias (eps 1e-5); weights ~1, bf16 like the activations.
+LayerNorm with weight and bias (eps 1e-5); weights ~1, bf16 like the activations. Two exceptions,
+named by their rows: quack's RMSNorm rounds once (fp32 inside), so ``normgate_gemma`` (ours in
+the same casting) sits beside it; quack's LayerNorm forward takes fp32 parameters.
 """
 
 from __future__ import annotations
@@ -68,6 +70,36 @@ def liger_available() -> bool:
     return True
 
 
+def quack_available() -> bool:
+    """quack (CuTe DSL kernels) imports only with nvidia-cutlass-dsl and a CUDA torch."""
+    try:
+        import quack.rmsnorm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def skip_reason(kernel: str, op: str, pass_: str) -> str | None:
+    """Why ``kernel`` has no row for (op, pass_), or None when it has one."""
+    if kernel == "liger" and not liger_available():
+        return "liger_kernel is not importable"
+    if kernel == "normgate_gemma" and op != "rmsnorm":
+        return "the gemma casting is RMSNorm's"
+    if kernel == "quack":
+        if not quack_available():
+            return "quack is not importable (quack-kernels and nvidia-cutlass-dsl)"
+        if op == "layernorm" and pass_ != "forward":
+            return "quack 0.2.4 has a LayerNorm forward only (quack.rmsnorm.layernorm_fwd)"
+    return None
+
+
+def param_bytes(kernel: str, op: str, dtype: torch.dtype) -> int:
+    """Bytes per parameter element the kernel reads: quack's LayerNorm takes fp32 weight and bias."""
+    if kernel == "quack" and op == "layernorm":
+        return 4
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def _weights(n, dtype, device, bias):
     g = torch.Generator(device="cpu").manual_seed(n)
     w = (1.0 + 0.1 * torch.randn(n, generator=g)).to(device=device, dtype=dtype).requires_grad_(True)
@@ -76,13 +108,24 @@ def _weights(n, dtype, device, bias):
 
 
 def make(kernel: str, op: str, n: int, dtype: torch.dtype, device: str = "cuda"):
-    """(fn, params) for ``kernel`` in {normgate, liger, torch_compile, torch}."""
+    """(fn, params) for ``kernel`` in {normgate, liger, torch_compile, torch, quack}."""
     w, b = _weights(n, dtype, device, bias=op == "layernorm")
-    if kernel == "normgate":
+    if kernel == "quack":
+        import quack.rmsnorm as q
+
+        if op == "rmsnorm":  # autograd; fp32 inside, y rounded once (the gemma-style casting)
+            return (lambda x: q.rmsnorm(x, w, eps=RMS_EPS)), [w]
+        # forward only, and its parameters must be fp32
+        w32, b32 = w.detach().float(), b.detach().float()
+        return (lambda x: q.layernorm_fwd(x, w32, b32, LN_EPS)), [w32, b32]
+    if kernel in ("normgate", "normgate_gemma"):
         if op == "rmsnorm":
             from normgate.kernels.rmsnorm import rms_norm
 
-            return (lambda x: rms_norm(x, w, RMS_EPS, casting="llama")), [w]
+            casting = "gemma" if kernel == "normgate_gemma" else "llama"
+            return (lambda x: rms_norm(x, w, RMS_EPS, casting=casting)), [w]
+        if kernel == "normgate_gemma":
+            raise ValueError("normgate_gemma is an RMSNorm casting")
         from normgate.kernels.layernorm import layer_norm
 
         return (lambda x: layer_norm(x, w, b, LN_EPS)), [w, b]
