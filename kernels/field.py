@@ -20,11 +20,14 @@ quack, Liger-Kernel 0.8.5):
   at most 64 KB (16,384 fp32 or 32,768 half-precision elements; wider raises); autotuned Triton,
   CUDA only. ``zero_centered_weight`` (``1 + weight``) and ``out_dtype`` exist from 2.6 / 2.8.
 - Unsloth's ``fast_rms_layernorm(layernorm, X, gemma=False)`` and ``fast_layernorm(layernorm, X)``
-  read ``weight`` (and ``bias``) and ``variance_epsilon`` / ``eps`` from the object passed; their
-  backwards return dX only (``grads=("dx",)``); the Llama path and ``fast_layernorm`` write dX into
-  dY's storage. Llama path: the normalized value is cast to the weight's dtype before the multiply
-  (llama casting with same-dtype weights; with fp32 weights it would be gemma's, so it claims one
-  dtype at a time); gemma path: all float32 with ``1 + weight``.
+  read ``weight`` (and ``bias``) and ``variance_epsilon`` / ``eps`` from the object passed. Llama
+  path: the normalized value is cast to the weight's dtype before the multiply (llama casting with
+  same-dtype weights; with fp32 weights it would be gemma's, so it claims one dtype at a time);
+  gemma path: all float32 with ``1 + weight``. What the backward returns depends on the release:
+  2024.8's returns dX only (``grads=("dx",)``), written into dY's storage on both paths, and has no
+  ``fast_layernorm``; 2026.10.9's returns dX in a buffer of its own and dW (and dB), so
+  ``register_installed`` declares ``grads=None, inplace=False`` when the installed source's
+  backward returns dW.
 - quack's ``rmsnorm(x, weight, ..., eps=...)``: CuTe DSL, float32 inside, one rounding, CUDA only.
 - Liger-Kernel's autograd Functions ``LigerRMSNormFunction.apply(X, W, eps, offset, casting_mode,
   in_place)``, ``LigerLayerNormFunction.apply(X, W, B, eps)``, ``LigerFusedAddRMSNormFunction.apply(
@@ -38,6 +41,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import types
 from collections.abc import Callable
 from typing import Any
@@ -186,11 +190,16 @@ _FLASH_DECLARED = dict(dtypes=ALL, triton=True, eps_none=False, max_n=row_limit(
 
 
 # ---- Unsloth ------------------------------------------------------------------------------------
-def unsloth_rms_layernorm(*, gemma: bool = False, grads: tuple[str, ...] = ("dx",),
+def _grads(grads: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    return None if grads is None else tuple(grads)
+
+
+def unsloth_rms_layernorm(*, gemma: bool = False, grads: tuple[str, ...] | None = ("dx",), inplace: bool = True,
                           fn: Callable | str | None = None, name: str | None = None,
                           devices: tuple[str, ...] = ("cuda",), register: bool = False) -> Candidate:
     """Unsloth's ``fast_rms_layernorm(layernorm, X, gemma)``; ``grads``: what its backward returns
-    (dx only in the releases read; pass ("dx", "dweight") for one that returns dW too)."""
+    (dx only up to 2024.8; None, every gradient, for a release that returns dW too); ``inplace``:
+    whether it may write dX into dY's storage (2024.8 does on both paths)."""
     variant = RMSNormVariant(casting="gemma", offset=1.0) if gemma else RMSNormVariant(casting="llama")
 
     def call(f, x, weight, eps):
@@ -199,24 +208,27 @@ def unsloth_rms_layernorm(*, gemma: bool = False, grads: tuple[str, ...] = ("dx"
 
     return _candidate(name or "unsloth_rms_layernorm" + ("_gemma" if gemma else ""), "rmsnorm", variant,
                       _Lazy(fn or UNSLOTH_RMS, call), register,
-                      # llama path: dX written into dY; with fp32 weights its cast of the normalized
-                      # value to the weight's dtype rounds nothing, so mixed dtypes are not llama's
-                      dtypes=ALL if gemma else SAME, inplace=not gemma, grads=tuple(grads), triton=True,
+                      # llama path: with fp32 weights its cast of the normalized value to the
+                      # weight's dtype rounds nothing, so mixed dtypes are not llama's
+                      # bf16 arithmetic on the llama path: as Liger's, bf16 on the GPU only
+                      dtypes=ALL if gemma else _interpreter_safe(SAME, True), inplace=inplace, grads=_grads(grads),
+                      triton=True,
                       eps_none=False, max_n=TRITON_MAX_BLOCK, devices=tuple(devices),
                       description=f"Unsloth fast_rms_layernorm(gemma={gemma})")
 
 
-def unsloth_layernorm(*, grads: tuple[str, ...] = ("dx",), fn: Callable | str | None = None,
-                      name: str | None = None, devices: tuple[str, ...] = ("cuda",),
-                      register: bool = False) -> Candidate:
-    """Unsloth's ``fast_layernorm(layernorm, X)``: weight and bias, float32 inside."""
+def unsloth_layernorm(*, grads: tuple[str, ...] | None = ("dx",), inplace: bool = True,
+                      fn: Callable | str | None = None, name: str | None = None,
+                      devices: tuple[str, ...] = ("cuda",), register: bool = False) -> Candidate:
+    """Unsloth's ``fast_layernorm(layernorm, X)``: weight and bias, float32 inside; ``grads`` and
+    ``inplace`` as for :func:`unsloth_rms_layernorm`."""
 
     def call(f, x, weight, bias, eps):
         return f(types.SimpleNamespace(weight=weight, bias=bias, eps=eps, elementwise_affine=True), x)
 
-    # X.view(-1, N): a strided 3-D input cannot be viewed so; dX is written into dY's storage
+    # X.view(-1, N): a strided 3-D input cannot be viewed so
     return _candidate(name or "unsloth_layernorm", "layernorm", LayerNormVariant(), _Lazy(fn or UNSLOTH_LN, call),
-                      register, dtypes=ALL, inplace=True, strided=False, grads=tuple(grads), triton=True,
+                      register, dtypes=ALL, inplace=inplace, strided=False, grads=_grads(grads), triton=True,
                       eps_none=False, max_n=TRITON_MAX_BLOCK, devices=tuple(devices),
                       description="Unsloth fast_layernorm")
 
@@ -243,17 +255,22 @@ def _interpreted(f: Callable, eps: float):
     called as it is."""
     if os.environ.get("TRITON_INTERPRET", "0") in ("", "0") or not getattr(f, "__module__", "").startswith("liger"):
         return eps, contextlib.nullcontext()
-    from normgate.adapt import _interpreter_libdevice, _interpreter_scalar
+    from normgate.kernels.adapt import _interpreter_libdevice, _interpreter_scalar
 
     return _interpreter_scalar(float(eps)), _interpreter_libdevice("liger_kernel")
 
 
-def _liger_dtypes(bf16_arithmetic: bool) -> tuple[str, ...]:
-    # the interpreter multiplies bf16 by bf16 on the raw bits: casting modes that do bf16
-    # arithmetic claim bf16 on the GPU only (kernels/thirdparty.py)
-    from normgate.adapt import interpreter_on
+def _interpreter_safe(dtypes: tuple[str, ...], bf16_arithmetic: bool) -> tuple[str, ...]:
+    # the interpreter multiplies bf16 by bf16 on the raw bits: kernels that do bf16 arithmetic
+    # (Liger's llama and none modes and fused add, Unsloth's llama path) claim bf16 on the GPU
+    # only (kernels/thirdparty.py)
+    from normgate.kernels.adapt import interpreter_on
 
-    return tuple(d for d in ALL if not d.startswith("bf16")) if bf16_arithmetic and interpreter_on() else ALL
+    return tuple(d for d in dtypes if not d.startswith("bf16")) if bf16_arithmetic and interpreter_on() else dtypes
+
+
+def _liger_dtypes(bf16_arithmetic: bool) -> tuple[str, ...]:
+    return _interpreter_safe(ALL, bf16_arithmetic)
 
 
 _LIGER_DECLARED = dict(triton=True, eps_none=False, max_n=TRITON_MAX_BLOCK)
@@ -327,6 +344,26 @@ def _flash_attn_source() -> str:
     return ""
 
 
+def _unsloth_source(name: str) -> str:
+    """The text of ``unsloth/kernels/NAME.py``, found without importing ``unsloth`` (its __init__
+    imports models, trainers and patches); empty when the release has no such file."""
+    spec = importlib.util.find_spec("unsloth")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(root, "kernels", f"{name}.py")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+    return ""
+
+
+def _unsloth_backward(src: str) -> dict[str, Any]:
+    """What a release's backward returns, read from its source: a release whose backward returns a
+    weight gradient (``return dX, dW`` / ``dX.view(*shape), dW, dB``) also gives dX a buffer of its
+    own; one that returns only dX writes it into dY's storage (2024.8)."""
+    returns_dw = bool(re.search(r"return\s+dX[^\n]*,\s*dW\b", src))
+    return {"grads": None, "inplace": False} if returns_dw else {"grads": ("dx",), "inplace": True}
+
+
 def _signature_has(src: str, function: str, arg: str) -> bool:
     head = src.partition(f"def {function}(")[2].partition("):")[0]
     return arg in head
@@ -344,8 +381,11 @@ def register_installed() -> list[str]:
             made.append(flash_attn_rms_norm(zero_centered_weight=True))
         if _signature_has(src, "rms_norm_fn", "out_dtype"):
             made.append(flash_attn_rms_norm(out_dtype=torch.float32))
-    if _installed("unsloth"):
-        made += [unsloth_rms_layernorm(), unsloth_rms_layernorm(gemma=True), unsloth_layernorm()]
+    if _installed("unsloth") and (rms := _unsloth_source("rms_layernorm")):
+        made += [unsloth_rms_layernorm(**_unsloth_backward(rms)),
+                 unsloth_rms_layernorm(gemma=True, **_unsloth_backward(rms))]
+        if ln := _unsloth_source("layernorm"):  # 2024.8 has none
+            made.append(unsloth_layernorm(**_unsloth_backward(ln)))
     if _installed("quack"):
         made.append(quack_rmsnorm())
     if _installed("liger_kernel"):
