@@ -13,13 +13,15 @@
 #       `python3 scripts/field_pkg.py extract unsloth-VERSION-py3-none-any.whl .fieldsrc/unsloth-VERSION`.
 # Each is made a package outside the checkout, under /tmp/field/, with empty __init__ files of its
 # own (flash_attn's loads the CUDA extension, unsloth's imports the world) and, for Unsloth, the
-# stand-ins field_pkg.py writes for packages the machine lacks. Liger-Kernel comes as a carried
-# wheel (.whl/); transformers is the machine's own; quack runs when importable (carried wheels).
+# stand-ins field_pkg.py writes for packages the machine lacks. Wheels in $FIELD_SRC/wheels/
+# (Liger-Kernel: `pip download --no-deps --only-binary=:all: liger-kernel==0.8.5 -d .fieldsrc/wheels`)
+# and .whl/ are installed under /tmp; transformers is the machine's own; quack runs when
+# importable (its wheels carried in .whl/, ANCHORS.md).
 #
 # The runs go one after another, each with WORKERS workers (default 16, one per core of the H200
 # machine; runs side by side would each give their workers a share of the GPU's memory as if
 # alone). Every run stops at its LIMIT with SIGTERM (an interrupted run keeps its results); the
-# LIMITs add up to 405 s. Each run's summary is printed as it ends, so a call cut short still
+# LIMITs add up to 380 s. Each run's summary is printed as it ends, so a call cut short still
 # shows what finished. DRY=1 prints the plan and runs nothing; ONLY=GLOB runs the runs whose name
 # matches (e.g. 'unsloth-*'); DEVICE=cpu (with TRITON_INTERPRET=1) runs on the CPU, with LOAD=FILE a
 # --load file for every run (tests/fieldkernels/field_on_cpu.py claims the CPU for the field's
@@ -38,6 +40,11 @@ mkdir -p "$out"
 if [ "$dry" != 1 ]; then
   "$py" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 3
   source "$here/carried-wheels.sh"
+  # the field's own wheels (Liger-Kernel) travel with its sources, so carrying .fieldsrc is enough
+  if ls "$src"/wheels/*.whl >/dev/null 2>&1; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$pkgs/site" "$src"/wheels/*.whl \
+      >/dev/null && export PYTHONPATH=$pkgs/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 fi
 base_path=${PYTHONPATH:-}
@@ -57,7 +64,7 @@ for dir in "$src"/fa-*; do
       [ -d "$pkg/$d" ] && touch "$pkg/$d/__init__.py"
     done
   fi
-  plan+=("flash-attn-$ver ${FA_LIMIT:-100} ${FA_KERNELS:-flash_attn_*} ${FA_DTYPES:-fp32,bf16} $pkg")
+  plan+=("flash-attn-$ver ${FA_LIMIT:-95} ${FA_KERNELS:-flash_attn_*} ${FA_DTYPES:-fp32,bf16} $pkg")
 done
 for dir in "$src"/unsloth-*; do
   [ -f "$dir/unsloth/kernels/rms_layernorm.py" ] || continue
@@ -66,13 +73,13 @@ for dir in "$src"/unsloth-*; do
   if [ "$dry" != 1 ]; then
     PYTHONPATH=$base_path "$py" "$here/field_pkg.py" build "$dir" "$pkg" > "$out/unsloth-$ver.stand-ins.txt" || exit 3
   fi
-  plan+=("unsloth-$ver ${UNSLOTH_LIMIT:-55} ${UNSLOTH_KERNELS:-unsloth_*} ${UNSLOTH_DTYPES:-fp32,bf16,fp16,bf16/fp32} $pkg")
+  plan+=("unsloth-$ver ${UNSLOTH_LIMIT:-50} ${UNSLOTH_KERNELS:-unsloth_*} ${UNSLOTH_DTYPES:-fp32,bf16,fp16,bf16/fp32} $pkg")
 done
 if [ "$dry" = 1 ] || "$py" -c "import liger_kernel" 2>/dev/null; then
   plan+=("liger-fn ${LIGER_LIMIT:-50} ${LIGER_KERNELS:-liger_fn_*} ${LIGER_DTYPES:-bf16,fp16}")
 fi
 if [ "$dry" = 1 ] || "$py" -c "import transformers" 2>/dev/null; then
-  plan+=("transformers ${HF_LIMIT:-45} ${HF_KERNELS:-transformers_*} ${HF_DTYPES:-fp32,bf16,fp16,bf16/fp32}")
+  plan+=("transformers ${HF_LIMIT:-40} ${HF_KERNELS:-transformers_*} ${HF_DTYPES:-fp32,bf16,fp16,bf16/fp32}")
 fi
 if [ "$dry" != 1 ] && "$py" -c "import quack.rmsnorm" 2>/dev/null; then
   plan+=("quack ${QUACK_LIMIT:-90} ${QUACK_KERNELS:-quack_*} ${QUACK_DTYPES:-fp32,bf16,fp16,bf16/fp32}")
@@ -81,7 +88,7 @@ fi
 summary() {  # the verdicts of the results files given, per kernel and check; all failing cases' replays
   "$py" - "$@" <<'PY'
 import collections, json, os, sys
-MAX = int(os.environ.get("REPLAYS", "8"))  # replay commands printed per kernel and check (all in failures.txt)
+MAX = int(os.environ.get("REPLAYS", "3"))  # replay commands printed per kernel and check (all in failures.txt)
 fails = []
 for path in sys.argv[1:]:
     try:
@@ -127,7 +134,7 @@ run() {  # name limit kernels dtypes [PYTHONPATH prefix]
     --kernels "$kernels" --dtypes "$dtypes" --out "$out/$name.jsonl" > "$out/$name.log" 2>&1
   rc=$?
   { echo "== $name: rc $rc, $(( $(date +%s) - start )) s of $limit"; tail -3 "$out/$name.log"
-    [ -s "$out/$name.jsonl" ] && summary "$out/$name.jsonl"; } > "$out/$name.summary.txt" 2>&1
+    [ -s "$out/$name.jsonl" ] && REPLAYS=1 summary "$out/$name.jsonl"; } > "$out/$name.summary.txt" 2>&1
   cat "$out/$name.summary.txt"
   [ -s "$out/$name.jsonl" ] && gzip -kf "$out/$name.jsonl"
 }

@@ -5,10 +5,11 @@ interpreter with everything else as on the GPU. A kernel that allocates on CUDA 
 
 flash-attention enters ``torch.cuda.device(x.device.index)`` around its launches and sizes its
 backward's grid by ``get_device_properties(...).multi_processor_count``: on a machine without CUDA
-these become a null context and a device of ``FIELD_CPU_SMS`` multiprocessors (default 1, so the
-backward has 8 programs: rows fewer than that leave programs without a row, as on a GPU). Its
-kernels are autotuned, and the interpreter has no driver to time configurations with: each
-autotuned kernel runs its first configuration that the kernel's own pruning keeps."""
+these become a null context and a device of ``FIELD_CPU_SMS`` multiprocessors (default 8; 2.4.3
+launches one backward program per multiprocessor, 2.8.3 eight: a batch with fewer rows than
+programs leaves some without a row, as on a GPU). Its kernels are autotuned, and the interpreter
+has no driver to time configurations with: each autotuned kernel runs its first configuration
+that the kernel's own pruning keeps."""
 
 import contextlib
 import dataclasses
@@ -20,7 +21,7 @@ import torch
 from normgate import candidates
 
 if not torch.cuda.is_available():
-    _props = types.SimpleNamespace(multi_processor_count=int(os.environ.get("FIELD_CPU_SMS", "1")), warp_size=32)
+    _props = types.SimpleNamespace(multi_processor_count=int(os.environ.get("FIELD_CPU_SMS", "8")), warp_size=32)
     torch.cuda.device = lambda index: contextlib.nullcontext()
     torch.cuda.get_device_properties = lambda device=None: _props
     torch.cuda.current_device = lambda: 0
