@@ -122,7 +122,7 @@ def _leftovers(threads_before: set[int], exit_handlers_before: int, device: str)
             torch.cuda.synchronize()
     left = []
     deadline = time.monotonic() + LEFTOVER_GRACE_S
-    new = [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]
+    new = [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive() and not _foreign(t)]
     for t in new:
         t.join(max(0.0, deadline - time.monotonic()))
     alive = [t.name for t in new if t.is_alive()]
@@ -144,6 +144,15 @@ def _leftovers(threads_before: set[int], exit_handlers_before: int, device: str)
         atexit._run_exitfuncs()
         left.append("exit handlers registered")
     return "; ".join(left)
+
+
+def _foreign(t: threading.Thread) -> bool:
+    """A thread Python did not start that called into Python (``threading._DummyThread``). On CUDA,
+    autograd runs every backward on an engine thread of its own per device, for the life of the
+    process; a Python backward (any custom autograd.Function: Liger-Kernel's, torch.compile's, ours)
+    makes that thread show here. Counted as left running, it retired the worker after every such
+    task: on an H200, 8-10 s of a fresh worker's start-up and warm-up on each task's first case."""
+    return isinstance(t, threading._DummyThread)
 
 
 _TIMERS = ((signal.ITIMER_REAL, "SIGALRM"), (signal.ITIMER_VIRTUAL, "SIGVTALRM"), (signal.ITIMER_PROF, "SIGPROF"))

@@ -181,3 +181,31 @@ def test_forged_events_are_not_taken_for_results(tmp_path):
     assert [ln["verdict"] for ln in mine] == ["error"], mine
     assert "did not sign" in mine[0]["reason"]
     assert {ln["verdict"] for ln in res if ln["kernel"] == INNOCENT} == {"pass"}
+
+
+def test_a_thread_the_task_left_running_counts_but_a_foreign_one_does_not():
+    """On CUDA, autograd's engine thread calls a Python backward from C++ and stays for the life of
+    the process: it must not retire the worker after every task. A thread the kernel started must."""
+    import _thread
+    import threading
+
+    from normgate import worker
+
+    before = {t.ident for t in threading.enumerate()}
+    handlers = worker._exit_handlers()
+    started, release = threading.Event(), threading.Event()
+
+    def foreign() -> None:
+        threading.current_thread()  # registers it as a _DummyThread, as a C++ thread calling Python is
+        started.set()
+        release.wait()
+
+    _thread.start_new_thread(foreign, ())
+    assert started.wait(10)
+    try:
+        assert worker._leftovers(before, handlers, "cpu") == ""
+        kernels_own = threading.Thread(target=release.wait, name="kernels-own", daemon=True)
+        kernels_own.start()
+        assert "1 thread(s) still running (kernels-own)" in worker._leftovers(before, handlers, "cpu")
+    finally:
+        release.set()
