@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import dtypes as _dtypes
-from .op import Variant
+from . import registry as _entry_points
+from .op import Variant, all_ops, op_of
 
 ALL_DTYPES = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
 #: the gradients a backward can provide, by the name the checks give them; "dx" is the row
@@ -43,9 +44,10 @@ _GRAD_ALIASES = {"dw": "dweight", "db": "dbias", "dresidual": "dx"}
 @dataclass
 class Candidate:
     name: str
-    op: str
-    variant: Variant
-    fn: Callable | str  # a callable, or "module:attribute" resolved on first use
+    #: the op, which follows from the variant's type (``op_of``); given, it must agree
+    op: str | None = None
+    variant: Variant = None  # type: ignore[assignment]  (required: checked in __post_init__)
+    fn: Callable | str = None  # type: ignore[assignment]  # a callable, or "module:attribute" resolved on first use
     dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")
     devices: tuple[str, ...] = ("cpu", "cuda")
     backward: bool = True  # has a backward: gradients are checked
@@ -73,6 +75,16 @@ class Candidate:
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "@:, \t\n"):
             raise ValueError(f"candidate name {self.name!r} must be non-empty, without '@', ':', ',' or spaces")
+        if not isinstance(self.variant, Variant):
+            raise TypeError(f"candidate {self.name!r}: variant must be an op variant such as "
+                            f"normgate.RMSNormVariant(...), got {type(self.variant).__name__}")
+        if self.fn is None:
+            raise TypeError(f"candidate {self.name!r}: no fn (a callable, or 'module:attribute')")
+        op = op_of(self.variant).name
+        if self.op is not None and self.op != op:
+            raise ValueError(f"candidate {self.name!r} declares op={self.op!r}, but its variant "
+                             f"{type(self.variant).__name__} is op {op!r}")
+        self.op = op
         for d in self.dtypes:
             try:
                 _dtypes.split_pair(d)
@@ -161,7 +173,7 @@ _NOT_DECLARED = frozenset({"name", "fn", "description", "source", "loads"})
 _REGISTRY: dict[str, Candidate] = {}
 
 
-def register(name: str, fn: Callable | str | None = None, *, op: str, variant: Variant,
+def register(name: str, fn: Callable | str | None = None, *, variant: Variant, op: str | None = None,
              dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16"), devices: tuple[str, ...] = ("cpu", "cuda"),
              backward: bool = True, inplace: bool = False, strided: bool = True, eps_none: bool = True,
              full_range: bool = False, eps_values: tuple[float | None, ...] | None = None,
@@ -170,7 +182,8 @@ def register(name: str, fn: Callable | str | None = None, *, op: str, variant: V
              grads: tuple[str, ...] | None = None, description: str = "", replace: bool = False):
     """Register a candidate; usable as ``register(name, fn, ...)`` or as a decorator.
 
-    Returns the :class:`Candidate` (or, as a decorator, the function unchanged).
+    The op follows from the variant (``op=`` may still be given, and must agree). Returns the
+    :class:`Candidate` (or, as a decorator, the function unchanged).
     """
 
     def add(f: Callable | str):
@@ -195,9 +208,6 @@ def register(name: str, fn: Callable | str | None = None, *, op: str, variant: V
 
 
 def add_candidate(cand: Candidate, replace: bool = False) -> Candidate:
-    if not isinstance(cand.variant, Variant):
-        raise TypeError(f"candidate {cand.name!r}: variant must be an op variant such as "
-                        f"normgate.RMSNormVariant(...), got {type(cand.variant).__name__}")
     if cand.name in _REGISTRY and not replace and _REGISTRY[cand.name] is not cand:
         raise ValueError(f"a candidate named {cand.name!r} is already registered "
                          f"(from {_REGISTRY[cand.name].source}); pick another name or pass replace=True")
@@ -269,17 +279,34 @@ def _no_process_exit(path: Path) -> Iterator[None]:
         os._exit = real
 
 
-def registry() -> dict[str, Candidate]:
-    from .op import all_ops
-    from .registry import load_builtins
+_loaded = False
 
+
+def load_builtins() -> None:
+    """Register the ops, then the candidates of the ``normgate.candidates`` entry points (normgate's
+    built-ins are entry points of its own distribution: pyproject.toml), once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    all_ops()
+
+    @contextlib.contextmanager
+    def source(ep) -> Iterator[None]:
+        global _current_source
+        prev = _current_source
+        _current_source = "builtin" if _entry_points.is_builtin(ep) else f"entry point {ep.name} ({ep.value})"
+        try:
+            yield
+        finally:
+            _current_source = prev
+
+    _entry_points.load(_entry_points.CANDIDATES_GROUP, lambda obj, ep: _entry_points.call_unless_module(obj),
+                       around=source)
+
+
+def registry() -> dict[str, Candidate]:
     load_builtins()
-    ops = all_ops()
-    for cand in _REGISTRY.values():
-        if cand.op not in ops:
-            # said now, as a usage error, rather than as every task's worker dying on it
-            raise ValueError(f"candidate {cand.name!r} (from {cand.source}) declares unknown op {cand.op!r}; "
-                             f"known: {', '.join(sorted(ops))}")
     return _REGISTRY
 
 

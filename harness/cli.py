@@ -327,7 +327,7 @@ def cmd_run(args) -> int:
     print(f"normgate: {writer.cases} cases, {finished} of {len(tasks)} tasks in {time.monotonic() - t0:.1f}s: "
           f"{c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['skip']} skip, {c['range']} range"
           f"{' (interrupted)' if interrupted else ''} -> {args.out}", file=sys.stderr)
-    results.print_failures(lines)
+    print_failures(lines)
     from . import compiletime
 
     spent = compiletime.describe(compiletime.split(lines))
@@ -644,6 +644,27 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+def print_failures(lines: list[dict], stream=sys.stderr, limit: int = 20) -> None:
+    # reasons are a kernel's exception text: one line each, without terminal codes, so that none
+    # can start a line of a CI log (a GitHub "::error" command) or repaint a terminal
+    from normgate.reports.gate import one_line
+
+    bad = [ln for ln in lines if ln.get("type") == "result" and ln.get("verdict") in ("fail", "error")]
+    # tasks that could not run were named once at the top of the run, with the fix: one line here
+    not_run = [ln for ln in bad if ln.get("not_run")]
+    if not_run:
+        print(f"  ERROR {len(not_run)} tasks not run ({', '.join(sorted({ln['kernel'] for ln in not_run}))[:300]}): "
+              f"{one_line(not_run[0]['reason'], 300)}", file=stream)
+    bad = [ln for ln in bad if not ln.get("not_run")]
+    for ln in bad[:limit]:
+        print(f"  {ln['verdict'].upper():5} {one_line(ln['kernel'], 120)} {ln['dtype']} {ln['check']}: "
+              f"{one_line(ln['reason'], 300)}", file=stream)
+        if ln.get("replay"):
+            print(f"        replay: {one_line(ln['replay'], 2000)}", file=stream)
+    if len(bad) > limit:
+        print(f"  ... and {len(bad) - limit} more (see the results file)", file=stream)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import torch
 from . import dtypes, memory
 from .candidates import Candidate
 from .case import Case
-from .checks import CheckResult, Context, _beyond, execute
+from .execution import CheckResult, Context, _beyond, execute
 from .op import Op, Scaling, Tensors
 from .tolerance import final_rounding
 

@@ -204,6 +204,7 @@ CPU_PROFILE = Profile("cpu", max_rows=160, max_n=160, big_n=(257, 1000, 1031))
 GPU_PROFILE = Profile("gpu", max_rows=4096, max_n=8192, big_n=(16384, 32768, 65536, 65537))
 
 _OPS: dict[str, Op] = {}
+_ops_loaded = False
 
 
 def register_op(op: Op) -> Op:
@@ -211,10 +212,27 @@ def register_op(op: Op) -> Op:
     return op
 
 
-def get_op(name: str) -> Op:
-    from .registry import load_builtins
+def load_ops() -> None:
+    """Register the ops of the ``normgate.ops`` entry points (harness/registry.py), once."""
+    global _ops_loaded
+    if _ops_loaded:
+        return
+    _ops_loaded = True
+    from . import registry
 
-    load_builtins()
+    def use(obj: object, ep) -> None:
+        if isinstance(obj, Op):
+            register_op(obj)
+        elif isinstance(obj, type) and issubclass(obj, Op):
+            register_op(obj())
+        else:
+            registry.call_unless_module(obj)
+
+    registry.load(registry.OPS_GROUP, use)
+
+
+def get_op(name: str) -> Op:
+    load_ops()
     try:
         return _OPS[name]
     except KeyError:
@@ -222,7 +240,19 @@ def get_op(name: str) -> Op:
 
 
 def all_ops() -> dict[str, Op]:
-    from .registry import load_builtins
-
-    load_builtins()
+    load_ops()
     return dict(_OPS)
+
+
+def op_of(variant: Variant) -> Op:
+    """The op a variant belongs to: the one whose ``variant_type`` it is (a candidate's op follows
+    from the variant it claims, so the two cannot disagree)."""
+    load_ops()
+    for op in _OPS.values():
+        if type(variant) is op.variant_type:
+            return op
+    for op in _OPS.values():
+        if isinstance(variant, op.variant_type):
+            return op
+    raise TypeError(f"{type(variant).__name__} is the variant of no registered op; known ops: "
+                    f"{', '.join(f'{n} ({o.variant_type.__name__})' for n, o in sorted(_OPS.items())) or 'none'}")

@@ -8,12 +8,11 @@ shrink steps led to the minimal one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -23,6 +22,9 @@ from hypothesis.errors import Flaky
 from . import candidates, checks, compiletime, sanitizer
 from .case import Case, ReplayKey
 from .checks import CheckResult, Context
+from .gpushare import GPU_MEMORY_SHARED, shares_a_gpu, workers_per_gpu
+from .gpushare import WORKERS_PER_GPU_ENV as WORKERS_PER_GPU_ENV
+from .gpushare import beyond_the_share as beyond_the_share
 from .op import Profile, get_op
 
 
@@ -228,17 +230,6 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
     return state["cases"]
 
 
-# Set by the pool in each GPU worker: how many workers share that worker's GPU.
-WORKERS_PER_GPU_ENV = "NORMGATE_WORKERS_PER_GPU"
-# The part of a shared GPU's memory the workers split evenly; the rest is their CUDA contexts.
-GPU_MEMORY_SHARED = 0.9
-
-
-def workers_per_gpu() -> int:
-    """How many workers share this process's GPU (1 outside a pool)."""
-    return int(os.environ.get(WORKERS_PER_GPU_ENV, "1") or 1)
-
-
 def process_setup(device: str, threads: int | None = None) -> None:
     """Once per process that runs checks.
 
@@ -260,31 +251,7 @@ def process_setup(device: str, threads: int | None = None) -> None:
     memory.enable_uninitialized_fill()
     if threads:
         torch.set_num_threads(threads)
-    if _shares_a_gpu(device):
-        torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARED / workers_per_gpu())
-
-
-def _shares_a_gpu(device: str) -> bool:
-    import torch
-
-    return device.startswith("cuda") and workers_per_gpu() > 1 and torch.cuda.is_available()
-
-
-@contextlib.contextmanager
-def beyond_the_share(device: str) -> Iterator[None]:
-    """For a case too big for one worker's share of the GPU (checks.guarded's last try): whatever
-    memory the GPU has free, then the share again, with the cache returned. The share guards the
-    workers against one another's caches; it is not meant to cap what a single case may use."""
-    if not _shares_a_gpu(device):
-        yield
-        return
-    import torch
-
-    torch.cuda.set_per_process_memory_fraction(1.0)
-    try:
-        yield
-    finally:
-        torch.cuda.empty_cache()
+    if shares_a_gpu(device):
         torch.cuda.set_per_process_memory_fraction(GPU_MEMORY_SHARED / workers_per_gpu())
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .candidates import ALL_DTYPES, Candidate
+from normgate.candidates import ALL_DTYPES, Candidate
 
 EPS_ATTRS = ("variance_epsilon", "eps", "epsilon")
 SAME_DTYPES = ("fp32", "bf16", "fp16")
@@ -399,8 +399,8 @@ def adapt(obj: Any, *, name: str | None = None, eps: Any = _FIXED, call_kwargs: 
             raise AdaptError(f"normgate.adapt: {source} has no attribute {sem.eps_attr!r} to read eps from")
     _require(sem, source, is_module, fixed, obj)
 
-    from .properties.layernorm import LayerNormVariant
-    from .properties.rmsnorm import RMSNormVariant
+    from normgate.properties.layernorm import LayerNormVariant
+    from normgate.properties.rmsnorm import RMSNormVariant
 
     if sem.op == "rmsnorm":
         variant = RMSNormVariant(casting=sem.casting, offset=float(sem.offset), residual=sem.residual,
@@ -415,7 +415,7 @@ def adapt(obj: Any, *, name: str | None = None, eps: Any = _FIXED, call_kwargs: 
     fn = ModuleKernel(obj, sem, fixed_eps) if is_module else FunctionKernel(obj, sem, call_kwargs or {}, fixed_eps)
     dtypes = overrides.get("dtypes") or sem.dtypes or _default_dtypes(sem)
     desc = overrides.get("description") or f"{source}, adapted ({variant.key()})"
-    from . import candidates
+    from normgate import candidates
 
     kwargs = dict(name=name or _snake(cls.__name__ if cls else getattr(obj, "__name__", "kernel")), op=sem.op,
                   variant=variant, fn=fn, dtypes=tuple(dtypes),
@@ -469,9 +469,9 @@ def _require(sem: Semantics, source: str, is_module: bool, fixed: bool, obj) -> 
 
 
 class _CallableModule(types.ModuleType):
-    """``normgate.adapt`` is both this module and the function: importing the module (``from
-    normgate.adapt import AdaptError``) binds the package attribute to the module, and calling it
-    must still adapt."""
+    """``normgate.adapt`` (this module, exported by name through the ``normgate.api`` entry points)
+    is both the module and the function: ``normgate.adapt(module)`` adapts, and
+    ``normgate.adapt.AdaptError`` is the error beside it."""
 
     def __call__(self, obj: Any, **kw: Any) -> Candidate:
         return adapt(obj, **kw)

@@ -43,7 +43,7 @@ class Lazy:
 
     @functools.cached_property
     def kernel(self):
-        from normgate.adapt import adapt
+        from normgate.kernels.adapt import adapt
 
         module_name, _, attr = self.factory.partition(":")
         cls = getattr(importlib.import_module(module_name), attr)

@@ -70,7 +70,7 @@ def huge_allowed(profile: Profile, element_size: int = 2) -> bool:
 
     if not torch.cuda.is_available():
         return False
-    from normgate.runner import workers_per_gpu
+    from normgate.gpushare import workers_per_gpu
 
     try:
         free, _ = torch.cuda.mem_get_info()

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import normgate
-from normgate.adapt import AdaptError
 from normgate.case import Case
 from normgate.checks import Context
+from normgate.kernels.adapt import AdaptError
 from normgate.runner import Task, run_task
 
 CPU = Context(device="cpu", eager_opinion=False)

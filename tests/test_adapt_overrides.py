@@ -5,7 +5,7 @@ import torch
 from test_adapt import LlamaRMSNorm, standin
 
 import normgate
-from normgate.adapt import AdaptError
+from normgate.kernels.adapt import AdaptError
 
 
 @standin("unsloth.kernels.rms_layernorm")

@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 
-from normgate import checks, runner
+from normgate import checks, gpushare
 from normgate.candidates import Candidate
 from normgate.case import Case
 from normgate.kernels import baselines as B
@@ -189,7 +189,7 @@ def test_out_of_memory_is_retried_and_a_lasting_one_says_so(monkeypatch):
         tries_beyond_the_share.append(len(calls))
         yield
 
-    monkeypatch.setattr(runner, "beyond_the_share", recording)
+    monkeypatch.setattr(checks, "beyond_the_share", recording)
     r = checks.accuracy(cand(always_short), RMS, case(), CTX)
     assert r.verdict == "error" and r.reason.startswith(checks.OUT_OF_MEMORY)
     assert len(calls) == 1 + checks.OOM_RETRIES
@@ -214,14 +214,14 @@ def test_the_last_try_goes_beyond_the_share_and_returns_to_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, *a: fractions.append(f))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
     monkeypatch.setenv("NORMGATE_WORKERS_PER_GPU", "12")
-    with pytest.raises(RuntimeError), runner.beyond_the_share("cuda"):
+    with pytest.raises(RuntimeError), gpushare.beyond_the_share("cuda"):
         assert fractions == [1.0]
         raise RuntimeError("CUDA out of memory")
-    assert fractions == [1.0, runner.GPU_MEMORY_SHARED / 12] and emptied
+    assert fractions == [1.0, gpushare.GPU_MEMORY_SHARED / 12] and emptied
     monkeypatch.setenv("NORMGATE_WORKERS_PER_GPU", "1")  # a GPU of its own: no share to lift
-    with runner.beyond_the_share("cuda"):
+    with gpushare.beyond_the_share("cuda"):
         pass
-    with runner.beyond_the_share("cpu"):
+    with gpushare.beyond_the_share("cpu"):
         pass
     assert len(fractions) == 2
 
