@@ -195,6 +195,11 @@ def main() -> None:
     gpu = torch.cuda.get_device_name()
     print(gpu, "torch", torch.__version__, "triton", __import__("triton").__version__,
           "liger", peers.liger_available(), "quack", peers.quack_available(), flush=True)
+    if not peers.quack_available():  # say why, so that a missing package is named in the log
+        try:
+            import quack.rmsnorm  # noqa: F401
+        except Exception as e:
+            print(f"quack import: {type(e).__name__}: {str(e)[:300]}", flush=True)
     os.makedirs(args.out, exist_ok=True)
     jsonl = os.path.join(args.out, "h200.jsonl")
     with open(jsonl, "w") as f:

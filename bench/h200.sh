@@ -9,8 +9,8 @@ set -uo pipefail
 OUT=${OUT:-bench/results/h200}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-site=/tmp/site
-parts=/tmp/quack-parts
+site=${SITE_DIR:-/tmp/site}
+parts=${PARTS_DIR:-/tmp/quack-parts}
 t0=$(date +%s)
 if [ "${1:-}" = stage ]; then  # what this call leaves in /tmp waits for the next one while the machine is warm
   mkdir -p "$parts" && cp .whl-quack-a/* "$parts"/ && ls -la "$parts"
@@ -42,7 +42,7 @@ echo "install: $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 # TOTAL_S: the work's budget (each phase stops starting new cells when it is spent); H200_S: the hard stop
-timeout -k 5 "${H200_S:-515}" python3 bench/h200.py --out "$OUT" --total-s "${TOTAL_S:-470}" ${H200_ARGS:-} 2>&1 \
+timeout -k 5 "${H200_S:-520}" python3 bench/h200.py --out "$OUT" --total-s "${TOTAL_S:-480}" --sweep-s "${SWEEP_S:-150}" ${H200_ARGS:-} 2>&1 \
   | tee "$OUT/h200.log"
 echo "h200.py: rc ${PIPESTATUS[0]}"
 [ -s "$OUT/h200.jsonl" ] && python3 bench/summarize.py "$OUT/h200.jsonl" > "$OUT/h200.md"
