@@ -58,6 +58,7 @@ class _Worker:
     buf: bytes = b""
     ready: bool = False
     retiring: bool = False  # it left its device unusable: replace it once its task is done
+    retire_reason: str = ""  # what its task left behind, when the worker said
     started: float = field(default_factory=time.monotonic)
     task: Task | None = None
     task_start: float = 0.0
@@ -224,6 +225,7 @@ class Pool:
         self.suspects: dict[str, tuple[Task, str]] = {}
         self.blamed: set[str] = set()
         self.seen: dict[str, set] = {}  # task id -> seqs of its lines already written
+        self.replaced: dict[str, int] = {}  # why a worker was replaced after a task -> how often
         n = max(1, min(self.opts.workers, len(tasks))) if tasks else 0
         self.workers = [self._spawn(i) for i in range(n)]
         finished = False
@@ -244,6 +246,9 @@ class Pool:
                     break
             finished = True
         finally:
+            for why, count in sorted(self.replaced.items(), key=lambda kv: -kv[1])[:3]:
+                print(f"normgate: a worker was replaced after {count} task(s), each time because: {why}",
+                      file=sys.stderr)
             if finished:
                 self._finish_workers()
             for wk in self.workers:
@@ -359,15 +364,22 @@ class Pool:
             self.on_event("line", line)
         elif kind == "retire":
             wk.retiring = True
+            wk.retire_reason = str(ev.get("reason") or "")
         elif kind == "after" and wk.task is not None:
             line = self._error_line(wk.task, None, str(ev.get("reason")), time.monotonic() - wk.task_start)
             self.emit(line)
             self.on_event("line", line)
         elif kind == "done" and wk.task is not None and ev.get("task") == wk.task.id:
             task = wk.task
-            self.emit({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
-                       "dtype": task.dtype, "cases": ev["cases"], "status": "done",
-                       "elapsed_s": round(time.monotonic() - wk.task_start, 3)})
+            line = {"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
+                    "dtype": task.dtype, "cases": ev["cases"], "status": "done",
+                    "elapsed_s": round(time.monotonic() - wk.task_start, 3)}
+            if wk.retiring:
+                # a fresh worker for the next task costs its start-up and every kernel's warm-up
+                # again: say why, so a run that is slow for this reason shows it
+                line["worker_replaced"] = wk.retire_reason or "the device was unusable after this task"
+                self.replaced[line["worker_replaced"]] = self.replaced.get(line["worker_replaced"], 0) + 1
+            self.emit(line)
             self.on_event("task_done", {"task": task, "cases": ev["cases"]})
             suspect = self.suspects.pop(task.id, None)
             if suspect is not None:

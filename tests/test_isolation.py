@@ -209,3 +209,14 @@ def test_a_thread_the_task_left_running_counts_but_a_foreign_one_does_not():
         assert "1 thread(s) still running (kernels-own)" in worker._leftovers(before, handlers, "cpu")
     finally:
         release.set()
+
+
+def test_a_worker_replaced_after_a_task_says_why_in_the_task_line(tmp_path):
+    proc, lines, res = _run_with_innocent(tmp_path, "thread_lingers.py", "broken_thread_lingers",
+                                          checks="accuracy,contract", examples="4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tasks = {ln["task"]: ln for ln in lines if ln["type"] == "task"}
+    mine = [t for t in tasks.values() if t["kernel"] == "broken_thread_lingers"]
+    assert len(mine) == 2 and all("1 thread(s) still running (lingering)" in t["worker_replaced"] for t in mine), mine
+    assert not any("worker_replaced" in t for t in tasks.values() if t["kernel"] == INNOCENT)
+    assert "a worker was replaced after 2 task(s), each time because: 1 thread(s) still running" in proc.stderr
