@@ -151,7 +151,10 @@ def test_best_of_never_picks_a_config_that_failed_a_bit_check():
     cur, best = sweep.best_of(res)
     assert cur["label"] == "current" and best["label"] == "faster"
     assert sweep.best_of([_res("current", [10.0]), _res("slower", [11.0])])[1] is None
-    assert sweep.best_of([_res("current", [10.0]), _res("part", [9.0, None])])[1] is None
+    assert sweep.best_of([_res("current", [10.0, 1.0]), _res("part", [9.0, None])])[1] is None
+    # faster at one batch, slower on the mean over both: not a winner
+    assert sweep.best_of([_res("current", [10.0, 10.0]), _res("lopsided", [9.0, 12.0])])[1] is None
+    assert sweep.best_of([_res("current", [10.0, 10.0]), _res("even", [9.0, 10.5])])[1]["label"] == "even"
 
 
 def test_apply_table_writes_the_entry_to_change():
@@ -172,7 +175,8 @@ def test_apply_table_writes_the_entry_to_change():
          "current": _res("current", [5.0]), "best": None},
     ]
     text = sweep.apply_table(summary)
-    assert 'GPU_TABLES["H200"].fwd["rms"] entry (8192, 1, 8)' in text and "+11.1%" in text
+    # mean time ratio over the batches: (9/10 + 1/2) / 2 = 0.7
+    assert 'GPU_TABLES["H200"].fwd["rms"] entry (8192, 1, 8)' in text and "+42.9%" in text
     assert "(less accurate on the sample)" in text
     assert "M=16384: 10.0 -> 9.0 ; M=1: 2.0 -> 1.0" in text
     assert 'BWD_SPLIT["rms"] = Config(4096, 1, 8, programs_per_sm=2, prefetch=True, split=True, dot_rows=2' in text
