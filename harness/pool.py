@@ -68,7 +68,7 @@ class _Worker:
     task_key: bytes | None = None  # signs the current task's events
     n: int = 0  # the number of the next event
     last_task: Task | None = None  # the last task it reported done
-    warm: list[str] = field(default_factory=list)  # the kernels it has run, oldest first
+    warm: list[tuple[str, str]] = field(default_factory=list)  # the (kernel, dtype) it has run, oldest first
 
 
 def _signal_name(code: int) -> str:
@@ -260,12 +260,12 @@ class Pool:
                 except OSError:
                     pass
 
-    def _held(self) -> dict[str, int]:
-        """How many live workers have run each kernel (a replaced worker starts cold)."""
-        held: dict[str, int] = {}
+    def _held(self) -> dict[tuple[str, str], int]:
+        """How many live workers have run each kernel and dtype (a replaced worker starts cold)."""
+        held: dict[tuple[str, str], int] = {}
         for wk in self.workers:
-            for kernel in wk.warm:
-                held[kernel] = held.get(kernel, 0) + 1
+            for group in wk.warm:
+                held[group] = held.get(group, 0) + 1
         return held
 
     def _finish_workers(self, wait_s: float = 5.0) -> None:
@@ -287,9 +287,10 @@ class Pool:
 
     def _assign(self, wk: _Worker, task: Task) -> None:
         wk.task, wk.task_start, wk.case, wk.case_start = task, time.monotonic(), None, 0.0
-        if task.kernel in wk.warm:
-            wk.warm.remove(task.kernel)
-        wk.warm.append(task.kernel)
+        group = (task.kernel, task.dtype)
+        if group in wk.warm:
+            wk.warm.remove(group)
+        wk.warm.append(group)
         wk.task_key = secrets.token_bytes(32)
         try:
             assert wk.proc.stdin is not None

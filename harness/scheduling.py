@@ -1,13 +1,15 @@
-"""Which task a free worker takes next: each kernel's tasks stay on the workers that hold it warm.
+"""Which task a free worker takes next: each kernel's work stays on the workers that hold it warm.
 
 A kernel's first call in a process can cost far more than its cases: on an H200, about 60 s for a
 torch.compile candidate (Dynamo traces and Inductor compiles a graph per rank, dtype, stride pattern
 and size-1 dimension: 9 graphs in the first 18 cases of one dtype), 8.6 s for Liger-Kernel's first
 call, and seconds per block size for any Triton kernel. Handing tasks out in a fixed order made
 every worker pay that for every kernel (3.4 cases/s over 1,212 built-in tasks on 16 workers).
-Here a worker keeps to the kernels it already ran; a kernel no worker holds goes to a free worker;
-only when nothing else is left does a worker take a share of a kernel another holds, and only where
-that kernel has work enough to split.
+
+The unit of work kept together is a kernel and a dtype (its checks share the binaries and graphs,
+which are built per dtype): a worker keeps to the pairs it already ran, then to other dtypes of
+kernels it has warm, then takes a pair nobody holds; only when nothing else is left does it take a
+share of a pair another worker holds, and only where that pair has work enough to split.
 """
 
 from __future__ import annotations
@@ -34,38 +36,46 @@ def schedule(tasks: list[Task]) -> list[Task]:
     return sorted(tasks, key=lambda t: rank.get(t.check, len(rank)))
 
 
+Group = tuple[str, str]  # (kernel, dtype)
+
+
 class TaskQueue:
-    """The pending tasks of a run, grouped by kernel, in the order of :func:`schedule`."""
+    """The pending tasks of a run, grouped by kernel and dtype, each group in the order of
+    :func:`schedule`, the groups in the order given."""
 
     def __init__(self, tasks: Iterable[Task]):
-        self._by_kernel: dict[str, deque[Task]] = {}
-        for task in schedule(list(tasks)):
-            self._by_kernel.setdefault(task.kernel, deque()).append(task)
+        tasks = list(tasks)
+        self._groups: dict[Group, deque[Task]] = {}
+        for task in tasks:
+            self._groups.setdefault((task.kernel, task.dtype), deque())
+        for task in schedule(tasks):
+            self._groups[task.kernel, task.dtype].append(task)
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._by_kernel.values())
+        return sum(len(q) for q in self._groups.values())
 
     def __bool__(self) -> bool:
-        return any(self._by_kernel.values())
+        return any(self._groups.values())
 
-    def take(self, warm: Sequence[str], held: dict[str, int]) -> Task | None:
+    def take(self, warm: Sequence[Group], held: dict[Group, int]) -> Task | None:
         """The next task for a free worker.
 
-        ``warm``: the kernels this worker has run, oldest first; ``held``: how many live workers
-        have run each kernel. None: nothing is worth taking now (what is left belongs to kernels
-        other workers hold and will take next)."""
-        for kernel in reversed(warm):  # the kernel it ran last first: its binaries are the freshest
-            if self._by_kernel.get(kernel):
-                return self._pop(kernel)
-        for kernel, queue in self._by_kernel.items():
-            if queue and not held.get(kernel):
-                return self._pop(kernel)
-        shares = {k: len(q) / held.get(k, 1) for k, q in self._by_kernel.items() if q}
+        ``warm``: the (kernel, dtype) groups this worker has run, oldest first; ``held``: how many
+        live workers have run each group. None: nothing is worth taking now (what is left belongs to
+        groups other workers hold and will take next)."""
+        for group in reversed(warm):  # the group it ran last first: its binaries are the freshest
+            if self._groups.get(group):
+                return self._groups[group].popleft()
+        kernels = {k for k, _ in warm}
+        free = [g for g, q in self._groups.items() if q and not held.get(g)]
+        for group in free:  # another dtype of a kernel it has loaded and warmed up
+            if group[0] in kernels:
+                return self._groups[group].popleft()
+        if free:
+            return self._groups[free[0]].popleft()
+        shares = {g: len(q) / held.get(g, 1) for g, q in self._groups.items() if q}
         if shares:
-            kernel = max(shares, key=shares.__getitem__)
-            if shares[kernel] >= STEAL_AT:
-                return self._pop(kernel)
+            group = max(shares, key=shares.__getitem__)
+            if shares[group] >= STEAL_AT:
+                return self._groups[group].popleft()
         return None
-
-    def _pop(self, kernel: str) -> Task:
-        return self._by_kernel[kernel].popleft()

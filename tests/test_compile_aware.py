@@ -64,28 +64,29 @@ def test_work_is_scheduled_by_check_accuracy_first():
     assert [(t.kernel, t.dtype) for t in order[:4]] == [("a", "fp32"), ("a", "bf16"), ("b", "fp32"), ("b", "bf16")]
 
 
-def _tasks(kernels: str, checks=("accuracy", "repeat", "poisoned")) -> list[Task]:
-    return [Task(k, d, c, 1) for k in kernels for d in ("fp32", "bf16") for c in checks]
+def _tasks(kernels: str, dtypes=("fp32", "bf16"), checks=("accuracy", "repeat", "poisoned")) -> list[Task]:
+    return [Task(k, d, c, 1) for k in kernels for d in dtypes for c in checks]
 
 
-def test_a_worker_keeps_to_the_kernel_it_holds_warm():
+def test_a_worker_keeps_to_the_kernel_and_dtype_it_holds_warm():
     queue = TaskQueue(_tasks("ab"))
-    mine = [queue.take(["a"], {"a": 1}) for _ in range(6)]
-    assert {t.kernel for t in mine} == {"a"} and len({t.id for t in mine}) == 6
-    assert [t.check for t in mine] == ["accuracy", "accuracy", "repeat", "repeat", "poisoned", "poisoned"]
-    assert queue.take(["a"], {"a": 1}).kernel == "b"  # a is done: a kernel nobody holds
+    mine = [queue.take([("a", "bf16")], {("a", "bf16"): 1}) for _ in range(3)]
+    assert [(t.kernel, t.dtype, t.check) for t in mine] == [("a", "bf16", c)
+                                                          for c in ("accuracy", "repeat", "poisoned")]
+    # that pair done: another dtype of the kernel it has warm, before a kernel it has not
+    assert queue.take([("a", "bf16")], {("a", "bf16"): 1}).dtype == "fp32"
+    assert queue.take([("a", "bf16")], {("a", "bf16"): 1, ("a", "fp32"): 1}).kernel == "b"
 
 
-def test_a_cold_worker_takes_a_kernel_nobody_holds_before_sharing_one():
-    queue = TaskQueue(_tasks("abc"))
-    assert queue.take([], {"a": 1}).kernel == "b"
-    assert queue.take([], {"a": 1, "b": 1}).kernel == "c"
-    # all held: a share of the kernel with the most work per holder, while it has enough to split
-    assert queue.take([], {"a": 1, "b": 1, "c": 1}).kernel == "a"
-    rest = TaskQueue(_tasks("a", checks=("accuracy",)))  # two tasks, one holder
-    assert rest.take([], {"a": 1}).kernel == "a"
-    assert rest.take([], {"a": 1}) is None  # one left: its holder takes it next
-    assert rest.take(["a"], {"a": 1}).kernel == "a" and not rest
+def test_a_cold_worker_takes_a_pair_nobody_holds_before_sharing_one():
+    queue = TaskQueue(_tasks("ab", dtypes=("fp32",)))
+    assert queue.take([], {("a", "fp32"): 1}).kernel == "b"
+    # all held: a share of the pair with the most work per holder, while it has enough to split
+    assert queue.take([], {("a", "fp32"): 1, ("b", "fp32"): 1}).kernel == "a"
+    rest = TaskQueue(_tasks("a", dtypes=("fp32",), checks=("accuracy", "repeat")))  # two tasks, one holder
+    assert rest.take([], {("a", "fp32"): 1}).kernel == "a"
+    assert rest.take([], {("a", "fp32"): 1}) is None  # one left: its holder takes it next
+    assert rest.take([("a", "fp32")], {("a", "fp32"): 1}).kernel == "a" and not rest
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
