@@ -40,6 +40,9 @@ mkdir -p "$out"
 if [ "$dry" != 1 ]; then
   "$py" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 3
   source "$here/carried-wheels.sh"
+  # quack's CuTe DSL lives in a folder a .pth file names, and pip install --target skips .pth files
+  cute=/tmp/site/nvidia_cutlass_dsl/python_packages
+  [ -d "$cute" ] && export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$cute
   # the field's own wheels (Liger-Kernel) travel with its sources, so carrying .fieldsrc is enough
   if ls "$src"/wheels/*.whl >/dev/null 2>&1; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$pkgs/site" "$src"/wheels/*.whl \
