@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import dtypes as _dtypes
-from . import registry as _entry_points
+from . import entrypoints as _entry_points
 from .op import Variant, all_ops, op_of
 
 ALL_DTYPES = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")

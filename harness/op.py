@@ -213,12 +213,12 @@ def register_op(op: Op) -> Op:
 
 
 def load_ops() -> None:
-    """Register the ops of the ``normgate.ops`` entry points (harness/registry.py), once."""
+    """Register the ops of the ``normgate.ops`` entry points (harness/entrypoints.py), once."""
     global _ops_loaded
     if _ops_loaded:
         return
     _ops_loaded = True
-    from . import registry
+    from . import entrypoints as registry
 
     def use(obj: object, ep) -> None:
         if isinstance(obj, Op):
