@@ -31,10 +31,11 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _prepare(args, setup: bool = True) -> None:
-    """Device first (TRITON_INTERPRET must be set before any Triton kernel is imported), then
-    the user's files. ``setup=False`` leaves the process setup (deterministic algorithms, which
-    import TorchInductor: seconds) to the caller, after it has checked the selection."""
+def prepare(args, setup: bool = True) -> None:
+    """For a subcommand (the zoo's among them): device first (TRITON_INTERPRET must be set before
+    any Triton kernel is imported), then the user's files. ``setup=False`` leaves the process
+    setup (deterministic algorithms, which import TorchInductor: seconds) to the caller, after it
+    has checked the selection."""
     args.device = args.device or _default_device()
     if args.device not in ("cpu", "cuda"):
         raise UsageError(f"--device {args.device}: use cpu or cuda")
@@ -78,13 +79,14 @@ def _load_failure(path: str, e: Exception) -> str:
     return f"--load {path} failed to import (most recent call last):\n{text.rstrip()}"
 
 
-def _split(values) -> list[str]:
+def split_list(values) -> list[str]:
+    """Values of a repeatable, comma-separated option (``--only a,b --only c``), in order."""
     return [v.strip() for item in values or () for v in item.split(",") if v.strip()]
 
 
 # ---- list ---------------------------------------------------------------------------------------
 def cmd_list(args) -> int:
-    _prepare(args)
+    prepare(args)
     from .candidates import registry
 
     rows = [{"kernel": c.name, "op": c.op, "variant": c.variant.key(), "dtypes": list(c.dtypes),
@@ -106,7 +108,7 @@ def _select(args):
     from . import candidates
 
     reg = candidates.registry()
-    names = _split(args.kernels)
+    names = split_list(args.kernels)
     if names:
         chosen = []
         for pattern in names:
@@ -127,7 +129,7 @@ def _select(args):
             chosen += [reg[n] for n in runnable if reg[n] not in chosen]
     else:
         chosen = [c for c in reg.values() if c.supports(args.device)]
-    ops = _split(args.ops)
+    ops = split_list(args.ops)
     if ops:
         from .op import all_ops
 
@@ -135,7 +137,7 @@ def _select(args):
         if unknown:
             raise UsageError(f"unknown op {unknown[0]!r}; known: {', '.join(sorted(all_ops()))}")
         chosen = [c for c in chosen if c.op in ops]
-    want_dtypes = _split(args.dtypes)
+    want_dtypes = split_list(args.dtypes)
     for d in want_dtypes:
         try:
             split_dtype_pair(d)
@@ -153,7 +155,7 @@ def _check_arguments(args) -> None:
     """What can be checked without torch, checked before importing it: a mistyped argument is
     answered at once, not after the seconds (a minute, on a loaded machine) torch and Triton take."""
     _checks(args)
-    for d in _split(args.dtypes):
+    for d in split_list(args.dtypes):
         try:
             split_dtype_pair(d)
         except ValueError as e:
@@ -172,7 +174,7 @@ def _check_arguments(args) -> None:
 
 
 def _checks(args) -> list[str]:
-    checks = _split(args.checks) or list(CHECKS)
+    checks = split_list(args.checks) or list(CHECKS)
     bad = [c for c in checks if c not in CHECKS]
     if bad:
         hint = difflib.get_close_matches(bad[0], CHECKS, n=1)
@@ -186,7 +188,7 @@ def cmd_run(args) -> int:
     import threading
 
     _check_arguments(args)
-    _prepare(args, setup=False)
+    prepare(args, setup=False)
     from . import candidates, results
     from .checks import Context, budget
     from .pool import Options, Pool, WorkerSetupError
@@ -206,7 +208,7 @@ def cmd_run(args) -> int:
                  "order": [t.id for t in tasks]}  # the whole run's task order: merged shards keep it
         tasks = shards.select(tasks, spec)
         print(f"normgate: shard {spec}: {len(tasks)} of the selection's {len(shard['order'])} tasks", file=sys.stderr)
-    workers = _workers(args, len(tasks))
+    workers = worker_count(args, len(tasks))
     from . import prerequisites
 
     unavailable = prerequisites.probe({c.name: c for c, _ in pairs}.values(), interpreter_on())
@@ -443,7 +445,8 @@ def _gpu_count() -> int:
 MAX_WORKERS_PER_GPU = 16
 
 
-def _workers(args, tasks: int | None = None) -> int:
+def worker_count(args, tasks: int | None = None) -> int:
+    """``--workers`` as a number ("auto": one per GPU on cuda, one per core on cpu)."""
     if args.workers == "auto":
         return max(1, _gpu_count()) if args.device == "cuda" else max(1, os.cpu_count() or 1)
     try:
@@ -529,7 +532,7 @@ class Progress:
 
 # ---- replay -------------------------------------------------------------------------------------
 def cmd_replay(args) -> int:
-    _prepare(args)
+    prepare(args)
     from . import candidates, checks
     from .case import ReplayKey
     from .op import get_op
@@ -631,13 +634,26 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub)
-    try:
-        from normgate.zoo import add_commands as add_zoo
-    except ImportError:
-        pass
-    else:
-        add_zoo(sub)
+    _add_zoo(sub)
     return p
+
+
+def _add_zoo(sub) -> None:
+    """``normgate zoo`` from a checkout (the zoo is not in the wheel: harness/checkout.py); from a
+    wheel, a command that says where to find it."""
+    from . import checkout
+
+    if checkout.zoo_folder() is not None:
+        checkout.zoo().add_commands(sub)
+        return
+
+    def refuse(args) -> int:
+        raise UsageError(str(checkout.NoCheckout(
+            "normgate zoo runs from a checkout of normgate's repository (pip install -e .): the zoo of "
+            "mutants that measures the checks is not in the wheel")))
+
+    sp = sub.add_parser("zoo", help="(from a checkout only) the mutant zoo's kill matrix")
+    sp.set_defaults(func=refuse, load=None)
 
 
 def _version() -> str:

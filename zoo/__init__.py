@@ -1,6 +1,9 @@
 """Measured detection power: a zoo of buggy kernels (mutants) and correct ones, run through the
 normal checks by ``normgate zoo``, which prints and saves the kill matrix. docs/detection.md has
-the numbers and what each mutant is."""
+the numbers and what each mutant is.
+
+The zoo is part of normgate's repository, not of its wheel (harness/checkout.py says why and how
+the CLI finds it); it is imported as ``normgate_zoo`` and uses the CLI's public helpers only."""
 
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ def cmd_zoo(args) -> int:
     from . import matrix
 
     args.load = [matrix.LOAD_FILE]
-    cli._prepare(args)
-    correct, mutants = matrix.select(args.device, cli._split(args.only))
-    want = set(cli._split(args.dtypes))
+    cli.prepare(args)
+    correct, mutants = matrix.select(args.device, cli.split_list(args.only))
+    want = set(cli.split_list(args.dtypes))
     if want:
         from normgate import candidates
 
@@ -44,19 +47,19 @@ def cmd_zoo(args) -> int:
         correct = [c for c in correct if want & set(reg[c].dtypes)]
         mutants = [m for m in mutants if want & set(reg[m.candidate].dtypes)]
     if not correct and not mutants:
-        raise cli.UsageError(f"--only {','.join(cli._split(args.only))}: no zoo candidate or mutant matches")
+        raise cli.UsageError(f"--only {','.join(cli.split_list(args.only))}: no zoo candidate or mutant matches")
     from normgate.checks import CHECKS
 
-    checks = cli._split(args.checks) or list(CHECKS)
+    checks = cli.split_list(args.checks) or list(CHECKS)
     bad = [c for c in checks if c not in CHECKS]
     if bad:
         raise cli.UsageError(f"unknown check {bad[0]!r}; known: {', '.join(CHECKS)}")
-    workers = cli._workers(args)
+    workers = cli.worker_count(args)
     names = correct + [m.candidate for m in mutants]
     progress = cli.Progress(0)
     try:
         lines = matrix.run_checks(names, device=args.device, examples=args.examples, seed=args.seed,
-                                  workers=workers, out=args.results, dtypes=cli._split(args.dtypes), checks=checks,
+                                  workers=workers, out=args.results, dtypes=cli.split_list(args.dtypes), checks=checks,
                                   timeout=args.timeout, progress=progress)
     finally:
         progress.close()
