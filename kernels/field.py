@@ -249,15 +249,16 @@ def quack_rmsnorm(*, fn: Callable | str | None = None, name: str | None = None,
 
 
 # ---- Liger-Kernel's functional forms ------------------------------------------------------------
-def _interpreted(f: Callable, eps: float):
-    """Under the Triton interpreter, Liger's kernels need eps as compiled Triton passes it and
-    libdevice's rsqrt replaced (normgate.adapt does the same for its modules); a stand-in is
-    called as it is."""
+def _interpreted(f: Callable, *scalars: float) -> tuple[Any, ...]:
+    """Under the Triton interpreter, Liger's kernels need their float arguments (eps, and the
+    offset they call ``.to`` on) as compiled Triton passes them, and libdevice's rsqrt replaced
+    (normgate.kernels.adapt does the same for its modules); a stand-in is called as it is.
+    Returns the scalars, then the context to call in."""
     if os.environ.get("TRITON_INTERPRET", "0") in ("", "0") or not getattr(f, "__module__", "").startswith("liger"):
-        return eps, contextlib.nullcontext()
+        return (*scalars, contextlib.nullcontext())
     from normgate.kernels.adapt import _interpreter_libdevice, _interpreter_scalar
 
-    return _interpreter_scalar(float(eps)), _interpreter_libdevice("liger_kernel")
+    return (*(_interpreter_scalar(float(v)) for v in scalars), _interpreter_libdevice("liger_kernel"))
 
 
 def _interpreter_safe(dtypes: tuple[str, ...], bf16_arithmetic: bool) -> tuple[str, ...]:
@@ -282,9 +283,9 @@ def liger_rms_norm(*, casting: str = "llama", offset: float = 0.0, in_place: boo
     """``LigerRMSNormFunction.apply(X, W, eps, offset, casting_mode, in_place)``."""
 
     def call(f, x, weight, eps):
-        e, ctx = _interpreted(f, eps)
+        e, o, ctx = _interpreted(f, eps, offset)
         with ctx:
-            return f.apply(x, weight, e, offset, casting, in_place)
+            return f.apply(x, weight, e, o, casting, in_place)
 
     name = name or f"liger_fn_rms_norm_{casting}" + ("_offset1" if offset else "") + ("_inplace" if in_place else "")
     return _candidate(name, "rmsnorm", RMSNormVariant(casting=casting, offset=offset), _Lazy(fn or LIGER_RMS, call),
@@ -314,9 +315,9 @@ def liger_fused_add_rms_norm(*, casting: str = "gemma", offset: float = 0.0, fn:
     the sum rounded to X's dtype and that normalized (``residual_mode="rounded"``)."""
 
     def call(f, x, weight, eps, residual):
-        e, ctx = _interpreted(f, eps)
+        e, o, ctx = _interpreted(f, eps, offset)
         with ctx:
-            return tuple(f.apply(x, residual, weight, e, offset, casting, False))
+            return tuple(f.apply(x, residual, weight, e, o, casting, False))
 
     name = name or f"liger_fn_fused_add_rms_norm_{casting}" + ("_offset1" if offset else "")
     return _candidate(name, "rmsnorm", RMSNormVariant(casting=casting, offset=offset, residual=True),
