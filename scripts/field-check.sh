@@ -38,7 +38,8 @@ dry=${DRY:-0}
 py=${PYTHON:-python3}
 mkdir -p "$out"
 if [ "$dry" != 1 ]; then
-  "$py" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exit 3
+  "$py" -m pip install -q --no-deps --no-build-isolation -e . > "$out/pip.log" 2>&1 \
+    || { echo "field-check: pip install -e . failed ($out/pip.log)"; tail -5 "$out/pip.log"; exit 3; }
   source "$here/carried-wheels.sh"
   # quack's CuTe DSL lives in a folder a .pth file names, and pip install --target skips .pth files
   cute=/tmp/site/nvidia_cutlass_dsl/python_packages
