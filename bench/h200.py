@@ -186,6 +186,9 @@ def main() -> None:
     ap.add_argument("--total-s", type=float, default=float(os.environ.get("TOTAL_S", 500)))
     ap.add_argument("--sweep-s", type=float, default=float(os.environ.get("SWEEP_S", 170)),
                     help="seconds kept for the sweep: the table stops early enough to leave them")
+    ap.add_argument("--kernels", default=",".join(KERNELS),
+                    help="the table's kernels, comma-separated (a later call can add a peer beside the same "
+                         "yardsticks: quack with ours and torch.compile)")
     ap.add_argument("--rep-ms", type=int, default=int(os.environ.get("REP_MS", 100)),
                     help="do_bench measuring time per timing in the table (the ceiling and sweep take half)")
     args = ap.parse_args()
@@ -221,7 +224,8 @@ def main() -> None:
         if "table" in phases:
             T.REP_MS = args.rep_ms
             keep = args.sweep_s if "sweep" in phases else 0.0
-            run_table(sink, Budget(budget.left() - keep), ceilings, gpu, write_md)
+            run_table(sink, Budget(budget.left() - keep), ceilings, gpu, write_md,
+                      kernels=tuple(k for k in args.kernels.split(",") if k))
         write_md()
         if "sweep" in phases:
             import sweep

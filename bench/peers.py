@@ -9,6 +9,7 @@ the same casting) sits beside it; quack's LayerNorm forward takes fp32 parameter
 from __future__ import annotations
 
 import functools
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,9 @@ def make(kernel: str, op: str, n: int, dtype: torch.dtype, device: str = "cuda")
     """(fn, params) for ``kernel`` in {normgate, liger, torch_compile, torch, quack}."""
     w, b = _weights(n, dtype, device, bias=op == "layernorm")
     if kernel == "quack":
-        import quack.rmsnorm as q
+        # quack's package binds the name rmsnorm to the function, so `import quack.rmsnorm as q`
+        # gives the function, not the module (seen on the H200 with quack-kernels 0.2.4)
+        q = importlib.import_module("quack.rmsnorm")
 
         if op == "rmsnorm":  # autograd; fp32 inside, y rounded once (the gemma-style casting)
             return (lambda x: q.rmsnorm(x, w, eps=RMS_EPS)), [w]
