@@ -64,23 +64,23 @@ def across(cand: Candidate, op: Op, case: Case, device: str, execute: Callable) 
     The rows are the case's inputs drawn for b + 1 rows (its seed and regimes), so b - 1 distinct
     rows are compared: a reduction order that changes with M changes the bits of some rows only
     (a third of 257 random fp32 rows, for a reversed sum of squares)."""
-    n = case.n
-    for b in m_boundaries(cand, device, n, case.seed):
+    for b in m_boundaries(cand, device, op.item_elements(case), case.seed):
         lo, hi = b - 1, b + 1
         if lo < 1:
             continue
-        big_case = case.with_rows(hi)
+        big_case = op.with_batch(case, hi)
         big = op.make_inputs(big_case, cand.variant, device)
         whole, _ = execute(cand, op, big_case, big)
-        # rows shift..shift + lo - 1 of the big batch are rows 0..lo - 1 of the small one
+        # items shift..shift + lo - 1 of the big batch are items 0..lo - 1 of the small one
         shift = 1 + case.seed % 2
-        sub = {k: (v.reshape(-1, n)[shift:shift + lo] if k in op.row_tensors else v) for k, v in big.items()}
-        part, _ = execute(cand, op, case.with_rows(lo), sub)
+        small = op.with_batch(case, lo)
+        part, _ = execute(cand, op, small, op.take(big, big_case, shift, shift + lo))
         for name, t in part.items():
-            if name not in whole or whole[name].numel() != hi * n or t.numel() != lo * n:
+            full = op.items(name, whole[name], big_case) if name in whole else None
+            got = op.items(name, t, small)
+            if full is None or got is None:
                 continue
-            want = whole[name].reshape(-1, n)[shift:shift + lo]
-            got = t.reshape(-1, n)
+            want = full[shift:shift + lo]
             if not memory.same_bits(want, got):
                 rows = (memory.bit_view(want) != memory.bit_view(got)).any(-1).nonzero().reshape(-1)
                 i = int(rows[0])

@@ -26,7 +26,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,42 +35,57 @@ from . import entrypoints as _entry_points
 from .op import Variant, all_ops, op_of
 
 ALL_DTYPES = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
-#: the gradients a backward can provide, by the name the checks give them; "dx" is the row
-#: gradient (of x, and of the residual in a fused add, which receives the same values)
-GRADIENTS = ("dx", "dweight", "dbias")
-_GRAD_ALIASES = {"dw": "dweight", "db": "dbias", "dresidual": "dx"}
 
 
-@dataclass
+@dataclass(init=False)
 class Candidate:
+    """A kernel under test and what it claims. The core's declarations are fields; an op's own
+    (a norm's ``eps_none``, ``max_n``, ...: ``Op.claims``) are keywords, kept in ``claims`` and
+    read as attributes (``cand.max_n``)."""
+
     name: str
     #: the op, which follows from the variant's type (``op_of``); given, it must agree
-    op: str | None = None
-    variant: Variant = None  # type: ignore[assignment]  (required: checked in __post_init__)
-    fn: Callable | str = None  # type: ignore[assignment]  # a callable, or "module:attribute" resolved on first use
-    dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    backward: bool = True  # has a backward: gradients are checked
-    inplace: bool = False  # may overwrite its inputs (e.g. dx written into dy's storage)
-    strided: bool = True  # accepts rows whose stride is not N
-    eps_none: bool = True  # accepts eps=None (PyTorch's "machine epsilon" default)
-    full_range: bool = False  # claims every finite input (e.g. a scaled sum of squares)
-    eps_values: tuple[float | None, ...] | None = None  # the only eps it takes (a module's fixed eps); None: any
-    #: the widest row it takes (a documented limit of the kernel); None: any. A mapping gives it per
-    #: dtype ({"fp32": 16384, "bf16": 32768}: flash-attention's 64 KB per row), by the activation
-    #: dtype or the whole dtype string ("bf16/fp32")
-    max_n: int | dict[str, int] | None = None
-    batch_invariant: bool = True  # claims a row's bits do not depend on the batch (else: observed, not judged)
-    triton: bool = False  # its stores are Triton's (rounding differs under the interpreter)
-    #: where it switches strategy, {"n": [...], "m": [...]}: widths and batch sizes the cases visit
-    boundaries: dict[str, tuple[int, ...]] | None = None
-    #: the gradients its backward provides (``GRADIENTS``), e.g. ("dx",) for a backward that returns
-    #: no weight gradient; None: every gradient the variant has. The others are not asked for (their
-    #: inputs do not require grad); a declared one that does not arrive breaks the contract
-    grads: tuple[str, ...] | None = None
-    description: str = ""
-    source: str = "builtin"
-    loads: tuple[str, ...] = field(default=())  # --load files needed to find it again (replay)
+    op: str | None
+    variant: Variant
+    fn: Callable | str  # a callable, or "module:attribute" resolved on first use
+    dtypes: tuple[str, ...]
+    devices: tuple[str, ...]
+    backward: bool  # has a backward: gradients are checked
+    inplace: bool  # may overwrite its inputs (e.g. dx written into dy's storage)
+    batch_invariant: bool  # claims a row's bits do not depend on the batch (else: observed, not judged)
+    triton: bool  # its stores are Triton's (rounding differs under the interpreter)
+    #: where it switches strategy, by axis ({"m": [...]} batch sizes, and the op's axes: a norm's
+    #: "n" widths): the cases visit them
+    boundaries: dict[str, tuple[int, ...]] | None
+    #: the gradients its backward provides (``Op.gradients``), e.g. ("dx",) for a backward that
+    #: returns no weight gradient; None: every gradient the variant has. The others are not asked
+    #: for (their inputs do not require grad); a declared one that does not arrive breaks the contract
+    grads: tuple[str, ...] | None
+    #: the op's own claims (``Op.claims``), every one of them, defaults filled in
+    claims: dict[str, Any]
+    description: str
+    source: str
+    loads: tuple[str, ...]  # --load files needed to find it again (replay)
+
+    def __init__(self, name: str, op: str | None = None, variant: Variant | None = None,
+                 fn: Callable | str | None = None, *, dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16"),
+                 devices: tuple[str, ...] = ("cpu", "cuda"), backward: bool = True, inplace: bool = False,
+                 batch_invariant: bool = True, triton: bool = False,
+                 boundaries: dict[str, tuple[int, ...]] | None = None, grads: tuple[str, ...] | None = None,
+                 claims: dict[str, Any] | None = None, description: str = "", source: str = "builtin",
+                 loads: tuple[str, ...] = (), **op_claims: Any) -> None:
+        self.name, self.op, self.variant, self.fn = name, op, variant, fn  # type: ignore[assignment]
+        self.dtypes, self.devices, self.backward, self.inplace = dtypes, devices, backward, inplace
+        self.batch_invariant, self.triton, self.boundaries, self.grads = batch_invariant, triton, boundaries, grads
+        self.claims = {**(claims or {}), **op_claims}
+        self.description, self.source, self.loads = description, source, loads
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        claims = self.__dict__.get("claims")  # absent while a copy is being built
+        if claims is not None and name in claims:
+            return claims[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "@:, \t\n"):
@@ -80,41 +95,42 @@ class Candidate:
                             f"normgate.RMSNormVariant(...), got {type(self.variant).__name__}")
         if self.fn is None:
             raise TypeError(f"candidate {self.name!r}: no fn (a callable, or 'module:attribute')")
-        op = op_of(self.variant).name
-        if self.op is not None and self.op != op:
+        op = op_of(self.variant)
+        if self.op is not None and self.op != op.name:
             raise ValueError(f"candidate {self.name!r} declares op={self.op!r}, but its variant "
-                             f"{type(self.variant).__name__} is op {op!r}")
-        self.op = op
+                             f"{type(self.variant).__name__} is op {op.name!r}")
+        self.op = op.name
+        self.dtypes, self.devices = tuple(self.dtypes), tuple(self.devices)
         for d in self.dtypes:
             try:
                 _dtypes.split_pair(d)
             except ValueError as e:
                 raise ValueError(f"candidate {self.name!r} declares dtype {d!r}: {e}") from None
-        if self.eps_values is not None and not self.eps_values:
-            raise ValueError(f"candidate {self.name!r} declares eps_values=(): give at least one eps it accepts")
-        if isinstance(self.max_n, dict):
-            for k, v in self.max_n.items():
-                try:
-                    _dtypes.split_pair(k)
-                except ValueError as e:
-                    raise ValueError(f"candidate {self.name!r} declares max_n for dtype {k!r}: {e}") from None
-                if not isinstance(v, int) or v < 1:
-                    raise ValueError(f"candidate {self.name!r} declares max_n[{k!r}]={v!r}: it must be at least 1")
-            self.max_n = dict(sorted(self.max_n.items()))
-        elif self.max_n is not None and self.max_n < 1:
-            raise ValueError(f"candidate {self.name!r} declares max_n={self.max_n}: it must be at least 1")
+        if op.claims is not None:
+            unknown = sorted(set(self.claims) - set(op.claims))
+            if unknown:
+                raise TypeError(f"candidate {self.name!r}: {op.name} candidates claim "
+                                f"{', '.join(op.claims) or 'nothing beyond the core'}; unknown: {', '.join(unknown)}")
+            claims = {}
+            for key, claim in op.claims.items():
+                v = self.claims.get(key, claim.default)
+                claims[key] = claim.check(v, self.name) if claim.check is not None else v
+            self.claims = claims
         if self.grads is not None:
-            grads = tuple(dict.fromkeys(_GRAD_ALIASES.get(g, g) for g in self.grads))
-            bad = [g for g in grads if g not in GRADIENTS]
-            if bad or "dx" not in grads:
+            grads = tuple(dict.fromkeys(op.gradient_aliases.get(g, g) for g in self.grads))
+            bad = [g for g in grads if g not in op.gradients]
+            missing = [g for g in op.required_gradients if g not in grads]
+            if bad or missing:
+                required = f", {', '.join(op.required_gradients)} among them" if op.required_gradients else ""
                 raise ValueError(f"candidate {self.name!r} declares grads={self.grads!r}: expected some of "
-                                 f"{GRADIENTS}, dx among them (backward=False is a kernel without a backward)")
-            self.grads = tuple(g for g in GRADIENTS if g in grads)
+                                 f"{op.gradients}{required} (backward=False is a kernel without a backward)")
+            self.grads = tuple(g for g in op.gradients if g in grads)
         if self.boundaries is not None:
-            unknown = set(self.boundaries) - {"n", "m"}
+            unknown = set(self.boundaries) - set(op.boundary_axes)
             if unknown or not all(isinstance(b, int) and b >= 1 for v in self.boundaries.values() for b in v):
+                axes = ", ".join(f'"{a}": [...]' for a in op.boundary_axes)
                 raise ValueError(f"candidate {self.name!r} declares boundaries={self.boundaries!r}: expected "
-                                 '{"n": [widths], "m": [batch sizes]} of positive integers')
+                                 f"{{{axes}}} of positive integers")
             self.boundaries = {k: tuple(sorted(set(v))) for k, v in self.boundaries.items()}
         bad = [d for d in self.devices if d not in ("cpu", "cuda")]
         if bad:
@@ -129,19 +145,13 @@ class Candidate:
     def supports(self, device: str) -> bool:
         return device.split(":")[0] in self.devices
 
-    def max_n_for(self, dtype: str) -> int | None:
-        """The widest row it takes in ``dtype`` (a dtype string such as "bf16/fp32"), or None."""
-        if not isinstance(self.max_n, dict):
-            return self.max_n
-        if dtype in self.max_n:
-            return self.max_n[dtype]
-        return self.max_n.get(_dtypes.split_pair(dtype)[0])
-
     def provides(self, gradient: str) -> bool:
         """Whether its backward claims the gradient named ``gradient`` ("dx", "dweight", ...)."""
         if not self.backward:
             return False
-        g = _GRAD_ALIASES.get(gradient, gradient)
+        from .op import get_op
+
+        g = get_op(self.op).gradient_aliases.get(gradient, gradient)
         return self.grads is None or g in self.grads
 
     def declaration(self) -> dict[str, Any]:
@@ -149,11 +159,10 @@ class Candidate:
         judges a kernel against what the base branch claimed for it, not what the pull request
         says now. Every field that shapes the checks is in it; a new field is recorded as-is."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name in _NOT_DECLARED:
-                continue
-            v = getattr(self, f.name)
-            if f.name == "grads" and v is None:
+        fields = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+                  if f.name not in _NOT_DECLARED and f.name != "claims"]
+        for name, v in [*fields, *self.claims.items()]:
+            if name == "grads" and v is None:
                 # every gradient, as before the field existed: recorded declarations stay comparable
                 continue
             if isinstance(v, Variant):
@@ -162,7 +171,7 @@ class Candidate:
                 v = list(v)
             elif isinstance(v, dict):
                 v = {k: (list(b) if isinstance(b, tuple) else b) for k, b in sorted(v.items())}
-            out[f.name] = v
+            out[name] = v
         return out
 
 
@@ -175,25 +184,23 @@ _REGISTRY: dict[str, Candidate] = {}
 
 def register(name: str, fn: Callable | str | None = None, *, variant: Variant, op: str | None = None,
              dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16"), devices: tuple[str, ...] = ("cpu", "cuda"),
-             backward: bool = True, inplace: bool = False, strided: bool = True, eps_none: bool = True,
-             full_range: bool = False, eps_values: tuple[float | None, ...] | None = None,
-             max_n: int | dict[str, int] | None = None, batch_invariant: bool = True, triton: bool = False,
+             backward: bool = True, inplace: bool = False, batch_invariant: bool = True, triton: bool = False,
              boundaries: dict[str, list[int] | tuple[int, ...]] | None = None,
-             grads: tuple[str, ...] | None = None, description: str = "", replace: bool = False):
+             grads: tuple[str, ...] | None = None, description: str = "", replace: bool = False, **claims: Any):
     """Register a candidate; usable as ``register(name, fn, ...)`` or as a decorator.
 
-    The op follows from the variant (``op=`` may still be given, and must agree). Returns the
-    :class:`Candidate` (or, as a decorator, the function unchanged).
+    The op follows from the variant (``op=`` may still be given, and must agree); ``claims`` are
+    the op's own (``Op.claims``: for the norms ``strided``, ``eps_none``, ``eps_values``,
+    ``full_range``, ``max_n``). Returns the :class:`Candidate` (or, as a decorator, the function
+    unchanged).
     """
 
     def add(f: Callable | str):
         cand = Candidate(name=name, op=op, variant=variant, fn=f, dtypes=tuple(dtypes), devices=tuple(devices),
-                         backward=backward, inplace=inplace, strided=strided, eps_none=eps_none,
-                         full_range=full_range, eps_values=None if eps_values is None else tuple(eps_values),
-                         max_n=max_n, batch_invariant=batch_invariant, triton=triton,
+                         backward=backward, inplace=inplace, batch_invariant=batch_invariant, triton=triton,
                          boundaries=None if boundaries is None else {k: tuple(v) for k, v in boundaries.items()},
                          grads=None if grads is None else tuple(grads), description=description,
-                         source=_current_source, loads=tuple(_current_loads))
+                         source=_current_source, loads=tuple(_current_loads), **claims)
         add_candidate(cand, replace=replace)
         return cand
 

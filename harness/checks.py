@@ -114,9 +114,10 @@ def accuracy(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
     for name, exp in expected.items():
         if name not in got:
             raise CandidateError(f"the candidate returned no {name!r}")
-        mine = got[name] if exp.rows is None or got[name].numel() != case.rows * case.n else exp.pick(got[name])
+        mine = exp.pick(got[name])
         if mine.numel() != exp.value.numel():
-            raise CandidateError(f"{name} has shape {tuple(got[name].shape)}, expected {case.shape}")
+            raise CandidateError(f"{name} has shape {tuple(got[name].shape)}, expected "
+                                 f"{op.output_shape(name, inputs, case)}")
         c = compare(name, mine, exp, final_rounding(exp.dtype, truncating))
         res.errors[name] = c.summary()
         if eager is not None and name in eager:
@@ -155,8 +156,7 @@ def contract(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
         if t is None:
             problems.append(f"no {name!r} returned")
             continue
-        src = inputs.get(name[1:]) if name.startswith("d") else None
-        want_shape = tuple(src.shape) if src is not None else tuple(case.shape)
+        want_shape = tuple(op.output_shape(name, inputs, case))
         if tuple(t.shape) != want_shape:
             problems.append(f"{name} shape {tuple(t.shape)}, expected {want_shape}")
         if t.dtype != exp.dtype:
@@ -165,8 +165,7 @@ def contract(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
                             f"{str(exp.dtype).replace('torch.', '')} ({rule})")
         if t.device.type != torch.device(ctx.device).type:
             problems.append(f"{name} on {t.device}, expected {ctx.device}")
-        if exp.rows is not None and t.numel() == case.rows * case.n:
-            t = exp.pick(t)  # a huge case: the rows its reference covers
+        t = exp.pick(t)  # a huge case: the items its reference covers
         if t.numel() == exp.value.numel():
             should_be_finite = torch.isfinite(exp.value.to(exp.dtype))
             if exp.defined is not None:
@@ -230,8 +229,8 @@ def poisoned(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
 
 @guarded
 def batch_invariance(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
-    """A row's outputs and row gradients must not depend on the other rows of the batch."""
-    m, n = case.rows, case.n
+    """An item's outputs (a norm's row) must not depend on the other items of the batch."""
+    m, n = op.batch(case), op.item_elements(case)
     if m < 2 and not boundaries.m_boundaries(cand, ctx.device, n, case.seed):
         return CheckResult("skip", "one row: nothing to vary")
     if m < 2:
@@ -245,16 +244,19 @@ def batch_invariance(cand: Candidate, op: Op, case: Case, ctx: Context) -> Check
     # a drawn sub-range, and the first row of it alone: the batch of one is where kernels most
     # often switch strategy, and a last-bit difference there is easy to miss in a wider slice
     for lo, hi in ((a, b), (a, a + 1)) if b - a > 1 else ((a, b),):
-        sub = {k: (v.reshape(-1, n)[lo:hi] if k in op.row_tensors else v) for k, v in inputs.items()}
-        part, _ = execute(cand, op, case.with_rows(hi - lo), sub)
+        small = op.with_batch(case, hi - lo)
+        part, _ = execute(cand, op, small, op.take(inputs, case, lo, hi))
         for name, t in part.items():
-            if name in full and full[name].numel() == m * n and t.numel() == (hi - lo) * n:
-                whole = full[name].reshape(-1, n)[lo:hi]
-                if not memory.same_bits(whole, t.reshape(-1, n)):
-                    k = memory.differing(whole, t.reshape(-1, n))
-                    seen = (f"{name} of rows {lo}..{hi - 1} differs bitwise when run as a batch of {hi - lo} "
-                            f"instead of {m} ({k} elements)")
-                    return _not_claimed(cand, seen)
+            whole = op.items(name, full[name], case) if name in full else None
+            mine = op.items(name, t, small)
+            if whole is None or mine is None:
+                continue
+            whole = whole[lo:hi]
+            if not memory.same_bits(whole, mine):
+                k = memory.differing(whole, mine)
+                seen = (f"{name} of items {lo}..{hi - 1} differs bitwise when run as a batch of {hi - lo} "
+                        f"instead of {m} ({k} elements)")
+                return _not_claimed(cand, seen)
     # then batch sizes either side of the M boundaries where kernels switch (harness/boundaries.py)
     return _not_claimed(cand, boundaries.across(cand, op, case, ctx.device, execute))
 

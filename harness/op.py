@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
     from .candidates import Candidate
-    from .case import Case
+    from .case import Case, CaseField
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,39 @@ class Expected:
     dtype: torch.dtype
     floor: float | torch.Tensor = 0.0  # absolute error of mandated roundings into subnormals
     defined: torch.Tensor | None = None  # False where a mandated intermediate overflows its dtype
-    #: the rows (of the output as rows x N) this reference covers, for a case too big for a float64
-    #: reference of every row; None: all of them
+    #: the items (``Op.batch``: a norm's rows) this reference covers, for a case too big for a
+    #: float64 reference of every item; None: all of them
     rows: torch.Tensor | None = None
+    #: how many items the whole output has, when ``rows`` samples them
+    of_items: int | None = None
 
     def pick(self, got: torch.Tensor) -> torch.Tensor:
-        """The part of a candidate's output this reference covers."""
-        if self.rows is None:
+        """The part of a candidate's output this reference covers: the sampled items of a whole
+        output, or the output itself (already the part, or not of the shape to sample from)."""
+        if self.rows is None or self.of_items is None:
             return got
-        return got.reshape(-1, got.shape[-1])[self.rows.to(got.device)]
+        per_item = self.value.numel() // max(1, len(self.rows))
+        if got.numel() != self.of_items * per_item:
+            return got
+        return got.reshape(self.of_items, -1)[self.rows.to(got.device)]
 
 
 Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Something a candidate of one op may declare beyond what every candidate declares (dtypes,
+    devices, backward, in place, batch invariance, gradients, boundaries): a norm's "takes
+    eps=None" or "rows up to this width". The op names its claims (``Op.claims``), the candidate
+    states them as keywords (``register(..., max_n=4096)``), the op's case strategy reads them, and
+    the declaration recorded in results and baselines carries them.
+
+    ``check(value, candidate_name)`` returns the value as stored, or raises ValueError."""
+
+    default: Any = None
+    doc: str = ""
+    check: Callable[[Any, str], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,21 @@ class Op(ABC):
     differentiable: ClassVar[tuple[str, ...]]
     #: inputs and upstream gradients whose leading dims are rows (sliced for batch invariance)
     row_tensors: ClassVar[tuple[str, ...]]
+    #: what its candidates may claim beyond the core's declarations (``Claim``), by keyword; None:
+    #: not declared, the keywords a candidate gives are kept as given, unchecked
+    claims: ClassVar[Mapping[str, Claim] | None] = None
+    #: the gradients a backward can provide, by the names the checks give them, in order; other
+    #: names they go by; those every backward must provide
+    gradients: ClassVar[tuple[str, ...]] = ()
+    gradient_aliases: ClassVar[Mapping[str, str]] = {}
+    required_gradients: ClassVar[tuple[str, ...]] = ()
+    #: the fields its cases carry besides op, shape, dtype and seed (``normgate.case.CaseField``)
+    case_fields: ClassVar[tuple[CaseField, ...] | None] = None
+    #: the case field whose value regime results and reports group by ("" for none)
+    regime_field: ClassVar[str] = ""
+    #: the axes a candidate may declare dispatch boundaries on (``register(boundaries={...})``);
+    #: "m", the batch, is the core's (harness/boundaries.py)
+    boundary_axes: ClassVar[tuple[str, ...]] = ("m",)
 
     @abstractmethod
     def make_inputs(self, case: Case, variant: Variant, device: str) -> Tensors:
@@ -157,6 +193,37 @@ class Op(ABC):
     def domain(self, variant: Variant, case: Case, full_range: bool) -> float:
         """Largest input magnitude inside the variant's domain (inf: everything finite)."""
         return float("inf")
+
+    # ---- shapes: what the checks slice and compare, in the op's own vocabulary ----------------
+    # An item is the unit whose outputs must not depend on the rest of the batch: a norm's row, a
+    # GroupNorm's sample. The batch-invariance check and the dispatch boundaries in M run items
+    # in batches of other sizes; the accuracy and contract checks ask for shapes.
+    # (Not abstract: an op that has not said yet can be imported and checked for accuracy; the
+    # check that needs the missing method reports an error naming it.)
+    def batch(self, case: Case) -> int:
+        """How many items the case holds."""
+        raise NotImplementedError(f"{type(self).__name__}.batch")
+
+    def item_elements(self, case: Case) -> int:
+        """Elements of the input per item (caps the batches the boundaries build)."""
+        raise NotImplementedError(f"{type(self).__name__}.item_elements")
+
+    def with_batch(self, case: Case, items: int) -> Case:
+        """The same case with ``items`` items."""
+        raise NotImplementedError(f"{type(self).__name__}.with_batch")
+
+    def take(self, inputs: Tensors, case: Case, lo: int, hi: int) -> Tensors:
+        """The inputs (and upstream gradients) of items ``lo .. hi - 1``; the rest unchanged."""
+        raise NotImplementedError(f"{type(self).__name__}.take")
+
+    def items(self, name: str, t: torch.Tensor, case: Case) -> torch.Tensor | None:
+        """Output or gradient ``name`` as (items, -1), or None when it is not one per item (a
+        parameter's gradient) or not of the case's shape (the contract check's to judge)."""
+        raise NotImplementedError(f"{type(self).__name__}.items")
+
+    def output_shape(self, name: str, inputs: Mapping[str, torch.Tensor], case: Case) -> tuple[int, ...]:
+        """The shape output or gradient ``name`` must have."""
+        raise NotImplementedError(f"{type(self).__name__}.output_shape")
 
     # ---- reference-free identities (the ``identities`` check); an op without any gets a skip ----
     def identities(self, inputs: Mapping[str, torch.Tensor], got: Tensors, case: Case, variant: Variant,
@@ -192,6 +259,11 @@ class Profile:
     big_n: tuple[int, ...]  # sizes above the usual block sizes, drawn now and then
     widths_seed: int | None = None
 
+    @property
+    def elements(self) -> int:
+        """The largest case in elements: what an op whose cases are not rows x N sizes them by."""
+        return self.max_rows * self.max_n
+
     @classmethod
     def for_device(cls, device: str) -> Profile:
         return GPU_PROFILE if device.startswith("cuda") else CPU_PROFILE
@@ -210,6 +282,10 @@ _ops_loaded = False
 def register_op(op: Op) -> Op:
     _OPS[op.name] = op
     return op
+
+
+def unregister_op(name: str) -> None:
+    _OPS.pop(name, None)
 
 
 def load_ops() -> None:

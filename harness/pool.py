@@ -179,7 +179,7 @@ class Pool:
                 "duration_s": round(duration, 3)}
         if case_key:
             case = Case.from_key(case_key)
-            line.update(op=case.op, regime=case.x, shape=list(case.shape),
+            line.update(op=case.op, regime=case.regime, shape=list(case.shape),
                         replay=replay_command(task.kernel, task.check, case, self._loads_of(task.kernel),
                                               self.opts.device))
         return line

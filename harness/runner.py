@@ -68,7 +68,7 @@ def replay_command(kernel: str, check: str, case: Case, loads: tuple[str, ...], 
 def result_line(task: Task, cand: candidates.Candidate, case: Case, res: CheckResult, seq: int,
                 device: str, **extra) -> dict:
     line = {"type": "result", "kernel": cand.name, "op": cand.op, "variant": cand.variant.key(),
-            "check": task.check, "dtype": task.dtype, "regime": case.x, "case": case.key(),
+            "check": task.check, "dtype": task.dtype, "regime": case.regime, "case": case.key(),
             "shape": list(case.shape), "verdict": res.verdict, "reason": res.reason}
     if res.errors:
         line["errors"] = res.errors

@@ -22,9 +22,9 @@ import torch
 from hypothesis import strategies as st
 
 from normgate import dtypes, features
-from normgate.case import Case
+from normgate.case import Case, CaseField
 from normgate.kernels.references import F64, fused_add, resolve_eps
-from normgate.op import Expected, Identity, Op, Profile, Scaling, Tensors, Variant
+from normgate.op import Claim, Expected, Identity, Op, Profile, Scaling, Tensors, Variant
 from normgate.tolerance import bound
 
 from . import boundaries as B
@@ -44,6 +44,67 @@ OUT_DTYPES = ("fp32", "bf16", "fp16")
 RESIDUAL_MODES = ("rounded", "unrounded", "fp32")
 #: roundings outside the reductions (squares, rsqrt, products, the affine step)
 ELEMENTWISE_STEPS = 8
+
+
+def _eps_values(v, name: str) -> tuple[float | None, ...] | None:
+    if v is None:
+        return None
+    if not tuple(v):
+        raise ValueError(f"candidate {name!r} declares eps_values=(): give at least one eps it accepts")
+    return tuple(v)
+
+
+def _max_n(v, name: str) -> int | dict[str, int] | None:
+    if isinstance(v, dict):
+        for k, n in v.items():
+            try:
+                dtypes.split_pair(k)
+            except ValueError as e:
+                raise ValueError(f"candidate {name!r} declares max_n for dtype {k!r}: {e}") from None
+            if not isinstance(n, int) or n < 1:
+                raise ValueError(f"candidate {name!r} declares max_n[{k!r}]={n!r}: it must be at least 1")
+        return dict(sorted(v.items()))
+    if v is not None and v < 1:
+        raise ValueError(f"candidate {name!r} declares max_n={v}: it must be at least 1")
+    return v
+
+
+#: what a norm kernel claims beyond the core's declarations (``register(..., max_n=4096)``); the
+#: case strategies read them, and GroupNorm's shares them
+NORM_CLAIMS: dict[str, Claim] = {
+    "strided": Claim(True, "accepts rows whose stride is not N"),
+    "eps_none": Claim(True, "accepts eps=None (PyTorch's \"machine epsilon\" default)"),
+    "full_range": Claim(False, "claims every finite input (e.g. a scaled sum of squares)"),
+    "eps_values": Claim(None, "the only eps it takes (a module's fixed eps); None: any", _eps_values),
+    # flash-attention's 64 KB per row: {"fp32": 16384, "bf16": 32768}, by the activation dtype or
+    # the whole dtype string ("bf16/fp32")
+    "max_n": Claim(None, "the widest row it takes (a documented limit); a mapping gives it per dtype", _max_n),
+}
+#: what a norm's case carries besides op, shape, dtype and seed, in the order of its key
+#: (``rmsnorm,4x8,bf16,x=normal,dy=normal,w=normal,eps=1e-06,contiguous,seed=0``)
+NORM_CASE_FIELDS = (
+    CaseField("x", "normal"),  # value regime of the activations
+    CaseField("dy", "normal"),  # of the upstream gradients
+    CaseField("w", "normal"),  # of the parameters
+    CaseField("eps", 1e-6, kind="eps"),
+    CaseField("layout", "contiguous", bare=True),  # or "strided": rows padded, stride[-2] > N
+)
+#: the outputs and gradients that are one row per row of x (batch invariance compares them)
+ROW_OUTPUTS = ("y", "h", "dx", "dresidual")
+#: the gradients a norm's backward provides; "dx" is the row gradient (of x, and of the residual in a
+#: fused add, which receives the same values)
+NORM_GRADIENTS = ("dx", "dweight", "dbias")
+NORM_GRADIENT_ALIASES = {"dw": "dweight", "db": "dbias", "dresidual": "dx"}
+
+
+def max_n_for(candidate, dtype: str) -> int | None:
+    """The widest row ``candidate`` takes in ``dtype`` (a dtype string such as "bf16/fp32"), or None."""
+    max_n = candidate.max_n
+    if not isinstance(max_n, dict):
+        return max_n
+    if dtype in max_n:
+        return max_n[dtype]
+    return max_n.get(dtypes.split_pair(dtype)[0])
 
 
 @dataclass(frozen=True)
@@ -67,6 +128,13 @@ class NormVariant(Variant):
 class NormOp(Op):
     differentiable = ("x", "weight", "bias", "residual")
     row_tensors = ("x", "residual", "grad:y", "grad:h")
+    claims = NORM_CLAIMS
+    gradients = NORM_GRADIENTS
+    gradient_aliases = NORM_GRADIENT_ALIASES
+    required_gradients = ("dx",)
+    boundary_axes = ("n", "m")  # widths (properties/boundaries.py) and batch sizes (harness/boundaries.py)
+    case_fields = NORM_CASE_FIELDS
+    regime_field = "x"
     #: how many times the largest |h| may sit in the squared terms before the sum overflows
     edge_divisor = 4.0
 
@@ -119,6 +187,29 @@ class NormOp(Op):
     def domain(self, variant, case: Case, full_range: bool) -> float:
         return self.edges(variant, case, full_range)[0]
 
+    # ---- shapes: a norm's item is a row, its outputs viewed as rows x N ---------------------
+    def batch(self, case: Case) -> int:
+        return case.rows
+
+    def item_elements(self, case: Case) -> int:
+        return case.n
+
+    def with_batch(self, case: Case, items: int) -> Case:
+        return case.with_rows(items)
+
+    def take(self, inputs, case: Case, lo: int, hi: int) -> Tensors:
+        return {k: (v.reshape(-1, case.n)[lo:hi] if k in self.row_tensors else v) for k, v in inputs.items()}
+
+    def items(self, name: str, t: torch.Tensor, case: Case) -> torch.Tensor | None:
+        if name not in ROW_OUTPUTS or t.numel() != case.rows * case.n:
+            return None
+        return t.reshape(-1, case.n)
+
+    def output_shape(self, name: str, inputs, case: Case) -> tuple[int, ...]:
+        # a gradient has its input's shape (a parameter's is (N,)); an output has the activation's
+        src = inputs.get(name[1:]) if name.startswith("d") else None
+        return tuple(src.shape) if src is not None else tuple(case.shape)
+
     def make_inputs(self, case: Case, variant, device: str) -> Tensors:
         xdt, pdt = dtypes.to_torch(case.x_dtype), dtypes.to_torch(case.param_dtype)
         limit, beyond = self.edges(variant, case, full_range=False)
@@ -169,9 +260,9 @@ class NormOp(Op):
         m, n = case.rows, case.n
         idx = torch.tensor(B.sample_rows(m, n, case.seed))
         res = self._reference(self._rows_of(inputs, n, idx), case.with_rows(len(idx)), variant, backward)
-        for name in ("y", "h", "dx", "dresidual"):
+        for name in ROW_OUTPUTS:
             if name in res:
-                res[name].rows = idx
+                res[name].rows, res[name].of_items = idx, m
         params = [("d" + p) for p in self.params(variant)] if backward else []
         if not params:
             return res
@@ -391,7 +482,7 @@ class NormOp(Op):
     def cases(self, candidate, dtype: str, profile: Profile) -> st.SearchStrategy[Case]:
         variant = candidate.variant
         layouts = ("contiguous", "strided") if candidate.strided else ("contiguous",)
-        max_n = candidate.max_n_for(dtype)  # a limit may depend on the dtype (bytes per row)
+        max_n = max_n_for(candidate, dtype)  # a limit may depend on the dtype (bytes per row)
         edge_widths = ([] if features.off("n_boundaries") else
                        B.task_boundary_widths(profile, (candidate.boundaries or {}).get("n", ()), max_n))
         huge = B.huge_allowed(profile, dtypes.to_torch(dtypes.split_pair(dtype)[0]).itemsize)

@@ -146,12 +146,14 @@ normgate.register("noisy", noisy, op="rmsnorm", variant=normgate.RMSNormVariant(
 '''
 
 
-def test_an_unknown_op_at_registration_is_a_usage_error(tmp_path):
+def test_an_op_the_variant_contradicts_is_a_usage_error(tmp_path):
+    """The op follows from the variant's type: a mistyped op= is refused at registration."""
     f = tmp_path / "wrong_op.py"
     f.write_text(UNKNOWN_OP)
     proc = normgate_cli("run", "--device", "cpu", "--load", str(f), "--kernels", "wrong_op", "--checks", "contract",
                         "--examples", "1", "--out", str(tmp_path / "r.jsonl"))
-    assert proc.returncode == 2 and "declares unknown op 'rmsnrom'" in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "declares op='rmsnrom', but its variant RMSNormVariant is op 'rmsnorm'" in proc.stderr, proc.stderr
 
 
 def test_a_load_file_that_exits_never_makes_run_pass(tmp_path):

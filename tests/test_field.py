@@ -16,6 +16,7 @@ import normgate
 from normgate import candidates
 from normgate.candidates import Candidate
 from normgate.checks import Context
+from normgate.properties.norm import max_n_for
 from normgate.reports import declarations
 from normgate.runner import Task, run_task
 
@@ -77,7 +78,7 @@ def test_each_adapter_passes_its_stand_in(name, make):
 def test_the_declarations_each_adapter_makes():
     fa = normgate.field.flash_attn_rms_norm(residual="fp32")
     assert fa.variant == normgate.RMSNormVariant(casting="gemma", residual=True, residual_mode="fp32")
-    assert fa.max_n_for("fp32") == 16384 and fa.max_n_for("bf16/fp32") == 32768 and fa.devices == ("cuda",)
+    assert max_n_for(fa, "fp32") == 16384 and max_n_for(fa, "bf16/fp32") == 32768 and fa.devices == ("cuda",)
     un = normgate.field.unsloth_rms_layernorm()
     assert un.grads == ("dx",) and un.inplace and un.variant.casting == "llama" and "bf16/fp32" not in un.dtypes
     assert normgate.field.unsloth_rms_layernorm(gemma=True).variant.offset == 1.0

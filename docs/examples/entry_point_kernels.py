@@ -11,7 +11,7 @@ import torch
 import normgate
 
 
-@normgate.register("ep_rmsnorm", op="rmsnorm", variant=normgate.RMSNormVariant(casting="gemma"),
+@normgate.register("ep_rmsnorm", variant=normgate.RMSNormVariant(casting="gemma"),
                    dtypes=("fp32", "bf16"), description="an RMSNorm registered through an entry point")
 def ep_rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float | None) -> torch.Tensor:
     eps = torch.finfo(torch.float32).eps if eps is None else eps

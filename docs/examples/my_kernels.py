@@ -5,7 +5,6 @@ import normgate
 
 @normgate.register(
     "my_rmsnorm",
-    op="rmsnorm",
     variant=normgate.RMSNormVariant(casting="gemma", offset=0.0),
     dtypes=("fp32", "bf16", "fp16", "bf16/fp32"),
     devices=("cpu", "cuda"),
