@@ -57,3 +57,44 @@ def test_run_and_replay_need_no_load(site, tmp_path):
     assert cases
     res = cli(site, tmp_path, "replay", f"ep_rmsnorm@accuracy:{cases[0]}")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ops_and_top_level_names_come_through_entry_points(tmp_path, monkeypatch, capsys):
+    """The groups the core reads (harness/entrypoints.py): normgate's own first and strict, another
+    package's op and top-level name found, a broken one reported and skipped."""
+    from normgate import entrypoints
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "toy_ops", '[normgate.ops]\ntoy = toy_ops_pkg:OP\n\n[normgate.api]\nToyName = toy_ops_pkg:NAME\n',
+            {"toy_ops_pkg/__init__.py": "OP = 'an op'\nNAME = 42\n"})
+    install(site, "broken_ops", "[normgate.ops]\nbroken = broken_ops_pkg:OP\n",
+            {"broken_ops_pkg/__init__.py": "raise RuntimeError('no driver')\n"})
+    monkeypatch.syspath_prepend(str(site))
+    ops = entrypoints.ordered(entrypoints.OPS_GROUP)
+    names = [ep.name for ep in ops]
+    ours = [entrypoints.is_builtin(ep) for ep in ops]
+    assert {"rmsnorm", "layernorm", "toy", "broken"} <= set(names)
+    assert ours == sorted(ours, reverse=True) and not ours[names.index("toy")]  # normgate's own first
+    got = []
+    entrypoints.load(entrypoints.OPS_GROUP, lambda obj, ep: got.append((ep.name, obj)))
+    assert ("toy", "an op") in got and not any(n == "broken" for n, _ in got)
+    assert "entry point 'broken'" in capsys.readouterr().err
+
+    import normgate
+
+    assert normgate.ToyName == 42 and "ToyName" in dir(normgate)
+    monkeypatch.delattr(normgate, "ToyName")  # the lazy attribute was cached on the package
+
+
+def test_a_builtin_entry_point_that_fails_is_not_skipped(monkeypatch):
+    from normgate import entrypoints
+
+    ours = [ep for ep in entrypoints.ordered(entrypoints.CANDIDATES_GROUP) if entrypoints.is_builtin(ep)]
+    assert ours, "normgate's built-in candidates are entry points of its own distribution"
+
+    def broken(obj, ep):
+        raise RuntimeError("a bug in a built-in")
+
+    with pytest.raises(RuntimeError, match="a bug in a built-in"):
+        entrypoints.load(entrypoints.CANDIDATES_GROUP, broken)
