@@ -1,6 +1,8 @@
 """normgate: numerical-correctness and determinism harness for fused GPU kernels.
 
-The public API (imported lazily, so ``import normgate`` stays cheap for the pytest plugin)::
+The public API (imported lazily, so ``import normgate`` stays cheap for the pytest plugin). The
+core's names, and those the op families add through the ``normgate.api`` entry points (the norms'
+variants, ``adapt``, ``field``)::
 
     normgate.register(name, fn, variant=..., dtypes=..., devices=..., backward=...)  # the op follows from the variant
     normgate.RMSNormVariant(casting="llama"|"gemma"|"none", offset=0.0, residual=False, weight=True,

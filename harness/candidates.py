@@ -5,11 +5,13 @@ devices it supports. Register one from your own file::
 
     import normgate
 
-    @normgate.register("my_rmsnorm", op="rmsnorm",
-                       variant=normgate.RMSNormVariant(casting="gemma", offset=0.0),
+    @normgate.register("my_rmsnorm", variant=normgate.RMSNormVariant(casting="gemma", offset=0.0),
                        dtypes=("fp32", "bf16", "fp16", "bf16/fp32"))
     def my_rmsnorm(x, weight, eps):
         ...
+
+(the variant's type names the op; ``normgate.RMSNormVariant`` is the RMSNorm op's, an entry point
+of normgate's own)
 
 and run ``normgate run --load my_file.py``. An installed package can register through the
 ``normgate.candidates`` entry-point group instead (see README).

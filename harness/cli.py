@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run the checks; write results (JSON lines)")
     common(sp)
     sp.add_argument("--kernels", action="append", help="names or glob patterns, comma-separated (default: all)")
-    sp.add_argument("--ops", action="append", help="rmsnorm, layernorm (default: all)")
+    sp.add_argument("--ops", action="append", help="only these ops (`normgate list` shows them; default: all)")
     sp.add_argument("--dtypes", action="append", help="e.g. bf16,fp16,fp32,bf16/fp32 (default: all declared)")
     sp.add_argument("--checks", action="append", help="accuracy, contract, repeat, poisoned, batch_invariance")
     sp.add_argument("--examples", type=int, help="generated cases per kernel and dtype for accuracy; the other "

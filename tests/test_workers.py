@@ -61,5 +61,5 @@ def test_spawned_workers_are_pinned_to_gpus_in_turn(monkeypatch):
 @pytest.mark.parametrize(("device", "gpus", "expected"), [("cuda", 4, 4), ("cuda", 1, 1), ("cpu", 4, None)])
 def test_auto_is_one_worker_per_gpu(monkeypatch, device, gpus, expected):
     monkeypatch.setattr(cli, "_gpu_count", lambda: gpus)
-    n = cli._workers(argparse.Namespace(workers="auto", device=device))
+    n = cli.worker_count(argparse.Namespace(workers="auto", device=device))
     assert n == (expected or max(1, os.cpu_count() or 1))
