@@ -15,6 +15,7 @@ import torch
 
 from normgate.candidates import Candidate
 from normgate.op import get_op
+from normgate.properties.norm import max_n_for
 
 RMS_SHAPES = ((2, 128, 512), (5, 123, 123))
 LN_SHAPES = ((2, 8, 64), (4, 16, 128), (1, 1, 1023), (3, 7, 256))
@@ -66,7 +67,8 @@ def check(cand: Candidate, device: str = "cpu") -> tuple[str, str]:
             rdt = torch.float32 if getattr(variant, "residual_mode", "rounded") == "fp32" else dtype
             residual = torch.randn(shape, generator=gen, dtype=rdt).to(device) if variant.residual else None
             n = shape[-1]
-            if cand.max_n_for(dname) is not None and n > cand.max_n_for(dname):
+            widest = max_n_for(cand, dname)
+            if widest is not None and n > widest:
                 continue
             has = op.params(variant)
             params = {"weight": torch.ones(n, dtype=dtype, device=device) if "weight" in has else None}
