@@ -121,3 +121,6 @@ for weight, bias, residual in ((True, True, False), (True, False, False), (False
     register(f"triton_layernorm{suffix}", _triton_ln, op="layernorm",
              variant=LayerNormVariant(weight=weight, bias=bias, residual=residual), **TRITON,
              description="normgate's Triton LayerNorm" + (", fused residual add" if residual else ""))
+
+# GroupNorm: its op and candidates (kernels/groupnorm_builtins.py)
+from . import groupnorm_builtins  # noqa: E402, F401

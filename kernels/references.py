@@ -11,6 +11,7 @@ true value cancels to ~0, where a bound relative to the result would fail correc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -170,3 +171,81 @@ class LayerNormRef(torch.autograd.Function):
         s = layer_stats(h, ctx.eps)
         dx, dw, db = layernorm_backward(s, w, dy, ctx.has_bias, magnitude=False)
         return dx, dw, db, None
+
+
+# --------------------------------------------------------------------------------------------
+# GroupNorm: x (N, C, *spatial), G groups of C / G adjacent channels; each (sample, group) is
+# normalized as one LayerNorm row of L = (C / G) * prod(spatial) elements, then y = xhat * w[c] + b[c]
+# with a per-channel affine.
+# --------------------------------------------------------------------------------------------
+
+
+def _group_rows(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """(N, C, *spatial) as (N * G, L): a group's channels are adjacent, so each row is one group."""
+    return t.reshape(t.shape[0] * groups, -1)
+
+
+def _per_element(p: torch.Tensor, shape: torch.Size, groups: int) -> torch.Tensor:
+    """A per-channel parameter broadcast to every element of x, as (N * G, L) rows."""
+    n, c = shape[0], shape[1]
+    hw = math.prod(shape[2:])
+    return p.reshape(1, c, 1).expand(n, c, hw).reshape(n * groups, -1)
+
+
+def groupnorm_forward(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, groups: int, eps: float):
+    """(y, magnitude of y, stats) in float64; y and its magnitude have x's shape, the stats are
+    LayerNorm's over the (N * G, L) rows (``layer_stats``: two-pass variance, the mean's
+    conditioning in the magnitude)."""
+    s = layer_stats(_group_rows(x, groups), eps)
+    y, mag = s.xhat, s.xhat_mag
+    if w is not None:
+        we = _per_element(w, x.shape, groups)
+        y, mag = y * we, mag * we.abs()
+    if b is not None:
+        be = _per_element(b, x.shape, groups)
+        y, mag = y + be, mag + be.abs()
+    return y.reshape(x.shape), mag.reshape(x.shape), s
+
+
+def groupnorm_backward(s: Norm, w: torch.Tensor | None, dy: torch.Tensor, groups: int, has_bias: bool,
+                       magnitude: bool):
+    """dx = rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)), g = dy * w[c];
+    dw[c] = sum over samples and spatial positions of dy * xhat; db[c] = the same sum of dy.
+
+    With ``magnitude`` the same formula on absolute values with every subtraction an addition."""
+    shape = dy.shape
+    c = shape[1]
+    d = _group_rows(dy, groups)
+    xh = s.xhat_mag if magnitude else s.xhat
+    if magnitude:
+        d = d.abs()
+    g = d if w is None else d * _per_element(w.abs() if magnitude else w, shape, groups)
+    if magnitude:
+        dx = s.rstd * (g + g.mean(-1, keepdim=True) + xh * (g * xh).mean(-1, keepdim=True))
+    else:
+        dx = s.rstd * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))
+
+    def per_channel(t):
+        return t.reshape(shape[0], c, -1).sum((0, 2))
+
+    dw = None if w is None else per_channel(d * xh)
+    db = per_channel(d) if has_bias else None
+    return dx.reshape(shape), dw, db
+
+
+class GroupNormRef(torch.autograd.Function):
+    """The closed-form GroupNorm as an autograd Function, for gradcheck and fp64 comparisons."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, groups, eps):
+        y, _, _ = groupnorm_forward(x, w, b, groups, eps)
+        ctx.save_for_backward(x, w)
+        ctx.groups, ctx.eps, ctx.has_bias = groups, eps, b is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        s = layer_stats(_group_rows(x, ctx.groups), ctx.eps)
+        dx, dw, db = groupnorm_backward(s, w, dy, ctx.groups, ctx.has_bias, magnitude=False)
+        return dx, dw, db, None, None

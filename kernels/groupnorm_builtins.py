@@ -1,0 +1,90 @@
+"""The built-in GroupNorm candidates: torch.nn.functional.group_norm, an eager float32 version, its
+torch.compile (CUDA), and our Triton kernel. Every one takes ``fn(x, num_groups, weight, bias, eps)``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from normgate.candidates import register
+from normgate.properties.groupnorm import GroupNormVariant
+
+ALL = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
+FP32_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def group_norm_eager(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                     eps: float | None) -> torch.Tensor:
+    """GroupNorm written out in float32: the group's mean, the variance about it (two passes),
+    the per-channel affine, one cast to x's dtype at the end."""
+    eps = FP32_EPS if eps is None else eps
+    n, c = x.shape[0], x.shape[1]
+    h = x.float().reshape(n, num_groups, -1)
+    mean = h.mean(-1, keepdim=True)
+    d = h - mean
+    var = d.square().mean(-1, keepdim=True)
+    y = (d * torch.rsqrt(var + eps)).reshape(n, c, -1)
+    if weight is not None:
+        y = y * weight.float().reshape(1, c, 1)
+    if bias is not None:
+        y = y + bias.float().reshape(1, c, 1)
+    return y.reshape(x.shape).to(x.dtype)
+
+
+def torch_group_norm(x, num_groups, weight, bias, eps):
+    return F.group_norm(x, num_groups, weight, bias, eps)
+
+
+def _compiled(fn):
+    @functools.cache
+    def compiled():
+        import torch._dynamo
+
+        # many shapes and dtypes: without a raised limit, dynamo silently falls back to eager
+        for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                     "accumulated_cache_size_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 4096)
+        return torch.compile(fn, dynamic=True)
+
+    @functools.wraps(fn)
+    def call(*args):
+        return compiled()(*args)
+
+    return call
+
+
+def triton_group_norm(x, num_groups, weight, bias, eps):
+    from normgate.kernels.groupnorm import group_norm
+
+    return group_norm(x, num_groups, weight, bias, eps)
+
+
+# PyTorch's CUDA reductions choose their split by the whole tensor's shape (kernels/builtins.py),
+# so they claim no batch invariance: the check observes and reports it.
+PYTORCH = dict(batch_invariant=False)
+
+register("eager_groupnorm", group_norm_eager, op="groupnorm", variant=GroupNormVariant(), dtypes=ALL,
+         **PYTORCH, description="eager GroupNorm in float32, two-pass variance, one cast at the end")
+register("compile_groupnorm", _compiled(group_norm_eager), op="groupnorm", variant=GroupNormVariant(), dtypes=ALL,
+         eps_none=False, devices=("cuda",), **PYTORCH, description="torch.compile of eager GroupNorm")
+# PyTorch's CPU group_norm backward for bf16 and fp16 parameters is not computed in float32 (dx
+# off by ~1,000x the bound: `normgate replay 'torch_group_norm_cpu@accuracy:groupnorm,1x2,bf16,x=normal,
+# dy=normal,w=normal,eps=1e-06,g1c2,seed=0'` once the CPU candidate claims bf16), while with float32
+# parameters it is; so on the CPU it claims those, on CUDA the three plain dtypes.
+TORCH_GROUP_NORM = register("torch_group_norm", torch_group_norm, op="groupnorm", variant=GroupNormVariant(),
+                            dtypes=("fp32", "bf16", "fp16"), eps_none=False, devices=("cuda",), **PYTORCH,
+                            description="torch.nn.functional.group_norm")
+TORCH_GROUP_NORM_CPU = register("torch_group_norm_cpu", torch_group_norm, op="groupnorm",
+                                variant=GroupNormVariant(), dtypes=("fp32", "bf16/fp32", "fp16/fp32"),
+                                eps_none=False, devices=("cpu",), **PYTORCH,
+                                description="torch.nn.functional.group_norm on the CPU, float32 parameters")
+# F.group_norm refuses a group of one element (properties/groupnorm.py, min_group_elements)
+TORCH_GROUP_NORM.min_group_elements = TORCH_GROUP_NORM_CPU.min_group_elements = 2
+for weight, bias in ((True, True), (False, False)):
+    register("triton_groupnorm" + ("" if weight else "_noaffine"), triton_group_norm, op="groupnorm",
+             variant=GroupNormVariant(weight=weight, bias=bias), dtypes=ALL, triton=True,
+             description="normgate's Triton GroupNorm" + ("" if weight else ", no affine parameters"))

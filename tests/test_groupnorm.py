@@ -1,0 +1,200 @@
+"""GroupNorm, the op added without touching the core: its float64 reference against PyTorch, our
+Triton kernel (under the interpreter on the CPU) through every check, the built-in baselines, and
+mutants that the checks must kill."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from normgate import checks, runner  # noqa: E402
+from normgate.candidates import register, unregister  # noqa: E402
+from normgate.kernels import groupnorm as GN  # noqa: E402
+from normgate.kernels import references as ref  # noqa: E402
+from normgate.properties.groupnorm import Geometry, GroupNormVariant  # noqa: E402
+
+F64 = torch.float64
+# (shape, groups): spatial sizes 1 and odd, no spatial dims, batch 1, one group, one channel per group
+GEOMETRIES = [((2, 6, 3, 5), 3), ((1, 4), 2), ((3, 8, 1), 8), ((2, 4, 7), 1), ((1, 6, 1, 1), 2),
+              ((2, 12, 3, 1, 5), 4)]
+
+
+@pytest.mark.parametrize("shape,groups", GEOMETRIES)
+def test_reference_matches_torch_in_float64(shape, groups):
+    gen = torch.Generator().manual_seed(len(shape) * 7 + groups)
+    c = shape[1]
+    x = (torch.randn(shape, generator=gen, dtype=F64) * 3 + 5).requires_grad_(True)
+    w = torch.randn(c, generator=gen, dtype=F64).requires_grad_(True)
+    b = torch.randn(c, generator=gen, dtype=F64).requires_grad_(True)
+    dy = torch.randn(shape, generator=gen, dtype=F64)
+    mine = ref.GroupNormRef.apply(x, w, b, groups, 1e-5)
+    theirs = F.group_norm(x, groups, w, b, 1e-5) if x[0].numel() // groups > 1 else None
+    grads = torch.autograd.grad(mine, (x, w, b), dy)
+    if theirs is not None:  # F.group_norm refuses a group of one element
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+        for a, t in zip(grads, torch.autograd.grad(theirs, (x, w, b), dy), strict=True):
+            torch.testing.assert_close(a, t, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x, w, b: ref.GroupNormRef.apply(x, w, b, groups, 1e-2), (x, w, b))
+
+
+def test_geometry_key_round_trips():
+    for geo in (Geometry(4, 8, (5, 3)), Geometry(2, 6, ()), Geometry(1, 1, (1,), strided=True)):
+        assert Geometry.parse(geo.key()) == geo
+    with pytest.raises(ValueError):
+        Geometry.parse("g3c8s2")  # 8 channels do not split into 3 groups
+
+
+# ---- our kernel, directly, on every code path ----------------------------------------------------
+
+
+@pytest.fixture(params=["fused", "split"])
+def path(request, monkeypatch):
+    """A whole group per program (FUSED), and groups split over programs (STATS + NORM) with the
+    spatial extent looped over in blocks."""
+    if request.param == "split":
+        monkeypatch.setattr(GN, "TILE", 8)
+        monkeypatch.setattr(GN, "MAX_BLOCK_HW", 4)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "bf16/fp32"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_kernel_matches_reference(path, dtype, affine):
+    xdt, pdt = {"fp32": (torch.float32,) * 2, "bf16": (torch.bfloat16,) * 2,
+                "bf16/fp32": (torch.bfloat16, torch.float32)}[dtype]
+    for shape, groups in GEOMETRIES:
+        gen = torch.Generator().manual_seed(sum(shape))
+        c = shape[1]
+        x = (torch.randn(shape, generator=gen, dtype=F64) + 2).to(xdt).to(DEVICE).requires_grad_(True)
+        w = torch.randn(c, generator=gen, dtype=F64).to(pdt).to(DEVICE).requires_grad_(True) if affine else None
+        b = torch.randn(c, generator=gen, dtype=F64).to(pdt).to(DEVICE).requires_grad_(True) if affine else None
+        dy = torch.randn(shape, generator=gen, dtype=F64).to(xdt).to(DEVICE)
+        y = GN.group_norm(x, groups, w, b, 1e-5)
+        leaves = [t for t in (x, w, b) if t is not None]
+        got = torch.autograd.grad(y, leaves, dy)
+        assert y.dtype == xdt and y.shape == x.shape
+        x64, w64, b64 = (None if t is None else t.detach().to(F64).cpu().requires_grad_(True) for t in (x, w, b))
+        y64 = ref.GroupNormRef.apply(x64, w64, b64, groups, 1e-5)
+        want = torch.autograd.grad(y64, [t for t in (x64, w64, b64) if t is not None], dy.to(F64).cpu())
+        # loose on purpose (the harness's bounds are the tight ones): a few bf16 ULPs, or fp32 ones
+        tol = 2.0**-6 if xdt == torch.bfloat16 else 1e-5
+        torch.testing.assert_close(y.detach().to(F64).cpu(), y64.detach(), rtol=tol, atol=tol)
+        for g, e in zip(got, want, strict=True):
+            assert g.dtype == (xdt if g.shape == x.shape else pdt)
+            scale = 1.0 + e.abs().max().item()
+            torch.testing.assert_close(g.to(F64).cpu(), e, rtol=tol * 4, atol=tol * 4 * scale)
+
+
+def test_kernel_is_bitwise_deterministic_and_batch_invariant(path):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 8, 3, 3, generator=gen).to(DEVICE)
+    w, b = torch.randn(8, generator=gen).to(DEVICE), torch.randn(8, generator=gen).to(DEVICE)
+    dy = torch.randn(5, 8, 3, 3, generator=gen).to(DEVICE)
+
+    def run(xs, dys):
+        xs = xs.clone().requires_grad_(True)
+        ws, bs = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        y = GN.group_norm(xs, 4, ws, bs, 1e-5)
+        return (y.detach(), *torch.autograd.grad(y, (xs, ws, bs), dys))
+
+    first, again = run(x, dy), run(x, dy)
+    for a, c in zip(first, again, strict=True):
+        assert torch.equal(a.view(torch.int32), c.view(torch.int32))
+    part = run(x[1:3], dy[1:3])
+    for a, c in zip(first[:2], part[:2], strict=True):  # y and dx of samples 1..2
+        assert torch.equal(a[1:3].view(torch.int32), c.view(torch.int32))
+
+
+def test_strided_samples_and_bad_arguments():
+    buf = torch.randn(3, 6 * 5 + 3)
+    x = buf[:, :30].view(3, 6, 5)  # samples in a padded buffer
+    assert x.stride(0) == 33
+    torch.testing.assert_close(GN.group_norm(x, 3), F.group_norm(x.contiguous(), 3), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        GN.group_norm(x, 4)
+    with pytest.raises(ValueError):
+        GN.group_norm(x, 3, torch.ones(5))
+
+
+# ---- through the harness: every check, the baselines, and mutants -----------------------------------
+
+
+def _run(kernel: str, dtype: str, check: str, examples: int) -> list[dict]:
+    lines: list[dict] = []
+    ctx = checks.Context(device=DEVICE, interpreter=DEVICE == "cpu")
+    runner.run_task(runner.Task(kernel, dtype, check, examples), ctx, lines.append)
+    return lines
+
+
+#: few cases per check: the interpreter costs ~0.1-1.5 s a case (batch invariance builds batches of
+#: up to 513 samples either side of its boundaries)
+BUDGET = {"accuracy": 12, "contract": 6, "repeat": 4, "poisoned": 4, "batch_invariance": 2, "identities": 4}
+
+
+@pytest.mark.parametrize("check", list(checks.ALL))
+@pytest.mark.parametrize("kernel,dtype", [("triton_groupnorm", "bf16"), ("triton_groupnorm_noaffine", "fp32"),
+                                          ("triton_groupnorm", "bf16/fp32")])
+def test_triton_groupnorm_passes_every_check(kernel, dtype, check):
+    lines = _run(kernel, dtype, check, BUDGET[check])
+    bad = [ln for ln in lines if ln["verdict"] in ("fail", "error")]
+    assert not bad, "\n".join(f"{b['reason']} {b.get('replay')}" for b in bad)
+    assert any(ln["verdict"] == "pass" for ln in lines), [ln["reason"] for ln in lines]
+
+
+@pytest.mark.parametrize("kernel,dtype", [("eager_groupnorm", "bf16"), ("eager_groupnorm", "fp16/fp32"),
+                                          ("torch_group_norm_cpu", "fp32"), ("torch_group_norm_cpu", "bf16/fp32")])
+def test_baselines_pass(kernel, dtype):
+    if DEVICE != "cpu" and kernel.endswith("_cpu"):
+        pytest.skip("a CPU candidate")
+    for check in ("accuracy", "contract", "identities"):
+        bad = [ln for ln in _run(kernel, dtype, check, 30) if ln["verdict"] in ("fail", "error")]
+        assert not bad, f"{check}: " + "\n".join(f"{b['reason']} {b.get('replay')}" for b in bad)
+
+
+def _eager(x, groups, weight, bias, eps, *, stats_of=None, var_about_zero=False, eps_outside=False,
+           round_xhat=False):
+    """Eager float32 GroupNorm with one bug switched on."""
+    n, c = x.shape[0], x.shape[1]
+    h = x.float().reshape(n, c, -1)
+    src = stats_of(h) if stats_of else h
+    grouped = src.reshape(n, groups, -1)
+    mean = grouped.mean(-1, keepdim=True)
+    var = grouped.square().mean(-1, keepdim=True) if var_about_zero else (grouped - mean).square().mean(-1, True)
+    rstd = 1 / (var.sqrt() + eps) if eps_outside else torch.rsqrt(var + eps)
+    y = ((h.reshape(n, groups, -1) - mean) * rstd).reshape(n, c, -1)
+    if round_xhat:
+        y = y.to(x.dtype).float()
+    y = y * weight.float().reshape(1, c, 1) + bias.float().reshape(1, c, 1)
+    return y.reshape(x.shape).to(x.dtype)
+
+
+MUTANTS = {
+    # the statistics of each group taken over its channels shifted by one: a group boundary off by one
+    "boundary_off_by_one": dict(stats_of=lambda h: h.roll(-1, dims=1)),
+    "variance_without_mean": dict(var_about_zero=True),
+    "eps_outside_sqrt": dict(eps_outside=True),
+    # one rounding more than the variant allows: xhat rounded to the activation dtype before the affine
+    "double_rounding": dict(round_xhat=True),
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_accuracy_kills_mutants(mutant):
+    name = f"mutant_groupnorm_{mutant}"
+    kw = MUTANTS[mutant]
+    register(name, lambda x, g, w, b, eps: _eager(x, g, w, b, 1e-5 if eps is None else eps, **kw), op="groupnorm",
+             variant=GroupNormVariant(), dtypes=("bf16",), batch_invariant=False, replace=True)
+    try:
+        lines = _run(name, "bf16", "accuracy", 60)
+    finally:
+        unregister(name)
+    failed = [ln for ln in lines if ln["verdict"] == "fail"]
+    assert failed, f"{mutant} survived {len(lines)} cases"
+    assert failed[0]["replay"]
