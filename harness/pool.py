@@ -58,7 +58,8 @@ class _Worker:
     buf: bytes = b""
     ready: bool = False
     retiring: bool = False  # it left its device unusable: replace it once its task is done
-    retire_reason: str = ""  # what its task left behind, when the worker said
+    retire_reason: str = ""  # why it must be replaced after its task, when the worker said
+    left_by: list = field(default_factory=list)  # (task, what it left) of tasks that left something behind
     started: float = field(default_factory=time.monotonic)
     task: Task | None = None
     task_start: float = 0.0
@@ -184,6 +185,17 @@ class Pool:
                                               self.opts.device))
         return line
 
+    @staticmethod
+    def _culprit(wk: _Worker) -> tuple[Task | None, str]:
+        """Whom a death outside a task (or one a rerun clears) is blamed on: the last task that left
+        something behind in that worker (a thread, a timer, exit handlers), else the last task."""
+        if wk.left_by:
+            task, what = wk.left_by[-1]
+            others = [t.id for t, _ in wk.left_by[:-1]]
+            return task, (f"; this task left {what} in that worker" +
+                          (f" (so did {', '.join(others[-3:])})" if others else ""))
+        return wk.last_task, ""
+
     def _blame_done(self, task: Task, reason: str) -> None:
         """An error for a task already reported done: its worker died after it (a thread it left,
         an asynchronous device error). At most one such line per task."""
@@ -281,9 +293,10 @@ class Pool:
             except subprocess.TimeoutExpired:
                 continue  # killed below, as before
             self._drain(wk)
-            if code != 0 and wk.last_task is not None and wk in self.workers:
-                self._blame_done(wk.last_task, self._death_reason(wk, code) + " (as it ended, after the task "
-                                 "reported done; the task ran last in that worker)")
+            culprit, why = self._culprit(wk)
+            if code != 0 and culprit is not None and wk in self.workers:
+                self._blame_done(culprit, self._death_reason(wk, code) + " (as it ended, after the task "
+                                 "reported done" + (why or "; the task ran last in that worker") + ")")
 
     def _assign(self, wk: _Worker, task: Task) -> None:
         wk.task, wk.task_start, wk.case, wk.case_start = task, time.monotonic(), None, 0.0
@@ -375,6 +388,9 @@ class Pool:
             line = {"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
                     "dtype": task.dtype, "cases": ev["cases"], "status": "done",
                     "elapsed_s": round(time.monotonic() - wk.task_start, 3)}
+            if ev.get("left"):
+                line["left_behind"] = str(ev["left"])
+                wk.left_by.append((task, line["left_behind"]))
             if wk.retiring:
                 # a fresh worker for the next task costs its start-up and every kernel's warm-up
                 # again: say why, so a run that is slow for this reason shows it
@@ -419,13 +435,14 @@ class Pool:
     def _lost(self, wk: _Worker, reason: str, kill: bool) -> None:
         """The worker died or misbehaved: blame the task that caused it, then replace the worker."""
         task = wk.task
+        culprit, why = self._culprit(wk)
         if task is None:
-            if wk.last_task is not None:
-                self._blame_done(wk.last_task, f"{reason} (while idle, after this task reported done)")
-        elif wk.last_task is not None and task.id not in self.suspects:
-            # it may be this task, or what the one before it left running: run this one again in
-            # a fresh worker, which decides
-            self.suspects[task.id] = (wk.last_task, reason)
+            if culprit is not None:
+                self._blame_done(culprit, f"{reason} (while idle, after this task reported done{why})")
+        elif culprit is not None and task.id not in self.suspects:
+            # it may be this task, or what one before it left running: run this one again in a fresh
+            # worker, which decides
+            self.suspects[task.id] = (culprit, reason + why)
             self.reruns.append(task)
             wk.task = None
         else:

@@ -1,5 +1,5 @@
-"""Leaves a thread running past the end of its task (it ends by itself 3 s later, harmlessly). The
-worker must be replaced after each of its tasks, and each task line must say why.
+"""Leaves a thread running past the end of its task (it ends by itself 3 s later, harmlessly), once
+per process, as libraries do. Its task line must say so; the worker goes on.
 
 A deliberately broken candidate for tests/test_isolation.py (otherwise correct).
 """
