@@ -67,24 +67,22 @@ def triton_group_norm(x, num_groups, weight, bias, eps):
 # so they claim no batch invariance: the check observes and reports it.
 PYTORCH = dict(batch_invariant=False)
 
-register("eager_groupnorm", group_norm_eager, op="groupnorm", variant=GroupNormVariant(), dtypes=ALL,
+register("eager_groupnorm", group_norm_eager, variant=GroupNormVariant(), dtypes=ALL,
          **PYTORCH, description="eager GroupNorm in float32, two-pass variance, one cast at the end")
-register("compile_groupnorm", _compiled(group_norm_eager), op="groupnorm", variant=GroupNormVariant(), dtypes=ALL,
+register("compile_groupnorm", _compiled(group_norm_eager), variant=GroupNormVariant(), dtypes=ALL,
          eps_none=False, devices=("cuda",), **PYTORCH, description="torch.compile of eager GroupNorm")
 # PyTorch's CPU group_norm backward for bf16 and fp16 parameters is not computed in float32 (dx
 # off by ~1,000x the bound: `normgate replay 'torch_group_norm_cpu@accuracy:groupnorm,1x2,bf16,x=normal,
 # dy=normal,w=normal,eps=1e-06,g1c2,seed=0'` once the CPU candidate claims bf16), while with float32
 # parameters it is; so on the CPU it claims those, on CUDA the three plain dtypes.
-TORCH_GROUP_NORM = register("torch_group_norm", torch_group_norm, op="groupnorm", variant=GroupNormVariant(),
-                            dtypes=("fp32", "bf16", "fp16"), eps_none=False, devices=("cuda",), **PYTORCH,
-                            description="torch.nn.functional.group_norm")
-TORCH_GROUP_NORM_CPU = register("torch_group_norm_cpu", torch_group_norm, op="groupnorm",
-                                variant=GroupNormVariant(), dtypes=("fp32", "bf16/fp32", "fp16/fp32"),
-                                eps_none=False, devices=("cpu",), **PYTORCH,
-                                description="torch.nn.functional.group_norm on the CPU, float32 parameters")
-# F.group_norm refuses a group of one element (properties/groupnorm.py, min_group_elements)
-TORCH_GROUP_NORM.min_group_elements = TORCH_GROUP_NORM_CPU.min_group_elements = 2
+# F.group_norm refuses a group of one element ("Expected more than 1 value per channel when training")
+register("torch_group_norm", torch_group_norm, variant=GroupNormVariant(), dtypes=("fp32", "bf16", "fp16"),
+         eps_none=False, min_group_elements=2, devices=("cuda",), **PYTORCH,
+         description="torch.nn.functional.group_norm")
+register("torch_group_norm_cpu", torch_group_norm, variant=GroupNormVariant(),
+         dtypes=("fp32", "bf16/fp32", "fp16/fp32"), eps_none=False, min_group_elements=2, devices=("cpu",),
+         **PYTORCH, description="torch.nn.functional.group_norm on the CPU, float32 parameters")
 for weight, bias in ((True, True), (False, False)):
-    register("triton_groupnorm" + ("" if weight else "_noaffine"), triton_group_norm, op="groupnorm",
+    register("triton_groupnorm" + ("" if weight else "_noaffine"), triton_group_norm,
              variant=GroupNormVariant(weight=weight, bias=bias), dtypes=ALL, triton=True,
              description="normgate's Triton GroupNorm" + ("" if weight else ", no affine parameters"))

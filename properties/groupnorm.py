@@ -5,12 +5,10 @@ then y = xhat * w[c] + b[c] with a per-channel affine.
 Calling convention of a candidate, torch.nn.functional.group_norm's: ``fn(x, num_groups, weight,
 bias, eps)`` returning y of x's shape and dtype; ``weight``/``bias`` are None when the variant has none.
 
-How a case describes it. The core's case is a batch of rows; GroupNorm's unit of independence is
-the sample, so a case's shape is (N, C * prod(spatial)): the batch-invariance check then slices
-samples, and its boundary batches are numbers of samples. The geometry travels in the case's
-``layout`` field, e.g. ``g4c8s5x3`` (4 groups, 8 channels, spatial 5 x 3) or ``g2c6`` (no spatial
-dims), with ``-strided`` when samples sit in a padded buffer (stride(0) > C * HW). The op hands the
-candidate x viewed as (N, C, *spatial) and reads its y back as (N, C * HW), after checking its shape.
+How a case describes it: its shape is x's, (N, C, *spatial); its fields are the norms' value
+regimes and eps, the number of groups, and a layout (``strided``: samples in a padded buffer,
+stride(0) > C * HW). An item (the unit whose outputs must not depend on the rest of the batch) is a
+sample: the batch-invariance check and the dispatch boundaries run samples in batches of other sizes.
 
 Error model (normgate.tolerance), as LayerNorm's with a group for a row: y and dx depend on the
 group's reductions of length L (steps L + 8); dW and dB sum over N * HW terms per channel on top
@@ -20,8 +18,8 @@ group's reductions of length L (steps L + 8); dW and dB sum over N * HW terms pe
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,15 +27,38 @@ import torch
 from hypothesis import strategies as st
 
 from normgate import dtypes
-from normgate.case import Case
+from normgate.case import Case, CaseField
 from normgate.kernels.references import F64, groupnorm_backward, groupnorm_forward, resolve_eps
-from normgate.op import Expected, Identity, Op, Profile, Scaling, Tensors, Variant, register_op
+from normgate.op import Claim, Expected, Identity, Op, Profile, Scaling, Tensors, Variant, register_op
 
 from . import strategies as S
-from .norm import ELEMENTWISE_STEPS, _bias_regime, _grad_layout
+from .norm import ELEMENTWISE_STEPS, GRAD_PAD, NORM_CLAIMS, _bias_regime
 
-STRIDED = "-strided"
-_GEOMETRY = re.compile(r"g(\d+)c(\d+)(?:s(\d+(?:x\d+)*))?(-strided)?")
+#: the norms' claims (strided: samples in a padded buffer; eps_none, eps_values, full_range), less
+#: the row width, plus the smallest group a candidate takes
+GROUPNORM_CLAIMS: dict[str, Claim] = {
+    **{k: v for k, v in NORM_CLAIMS.items() if k != "max_n"},
+    "min_group_elements": Claim(1, "the fewest elements a group may have (torch.nn.functional.group_norm "
+                                   "refuses a group of one)", lambda v, name: _at_least_one(v, name)),
+}
+GROUPNORM_CASE_FIELDS = (
+    CaseField("x", "normal"),  # value regime of the activations, per group
+    CaseField("dy", "normal"),  # of the upstream gradients
+    CaseField("w", "normal"),  # of the per-channel parameters
+    CaseField("eps", 1e-5, kind="eps"),
+    CaseField("groups", 1, kind="int"),
+    CaseField("layout", "contiguous", bare=True),  # or "strided": samples padded, stride(0) > C * HW
+)
+#: the outputs and gradients that are one per sample (batch invariance compares them)
+SAMPLE_OUTPUTS = ("y", "dx")
+#: row padding of a sample in the strided layout (the upstream gradient's is norm.GRAD_PAD)
+X_PAD = 3
+
+
+def _at_least_one(v, name: str) -> int:
+    if not isinstance(v, int) or v < 1:
+        raise ValueError(f"candidate {name!r} declares min_group_elements={v!r}: it must be an int >= 1")
+    return v
 
 
 @dataclass(frozen=True)
@@ -55,7 +76,6 @@ class Geometry:
     groups: int
     channels: int
     spatial: tuple[int, ...]
-    strided: bool = False
 
     @property
     def hw(self) -> int:
@@ -70,49 +90,39 @@ class Geometry:
     def features(self) -> int:
         return self.channels * self.hw
 
-    def key(self) -> str:
-        s = ("s" + "x".join(map(str, self.spatial))) if self.spatial else ""
-        return f"g{self.groups}c{self.channels}{s}" + (STRIDED if self.strided else "")
-
-    @classmethod
-    def parse(cls, layout: str) -> Geometry:
-        m = _GEOMETRY.fullmatch(layout)
-        if not m:
-            raise ValueError(f"a groupnorm case's layout is its geometry, e.g. 'g4c8s5x3' or 'g2c6-strided'; "
-                             f"got {layout!r}")
-        g, c = int(m.group(1)), int(m.group(2))
-        spatial = tuple(int(v) for v in m.group(3).split("x")) if m.group(3) else ()
-        if g < 1 or c % g or any(v < 1 for v in spatial):
-            raise ValueError(f"groupnorm geometry {layout!r}: channels must split into groups, sizes >= 1")
-        return cls(g, c, spatial, bool(m.group(4)))
-
-
-def min_group_elements(candidate) -> int:
-    """The fewest elements a group may have for this candidate: torch.nn.functional.group_norm
-    refuses a group of one element ("Expected more than 1 value per channel when training"). The
-    core's candidate has no field for a claim of one op; until it has, the claim is an attribute
-    set on the registered candidate (kernels/groupnorm_builtins.py), read here."""
-    return int(getattr(candidate, "min_group_elements", 1))
-
 
 def geometry(case: Case) -> Geometry:
-    geo = Geometry.parse(case.layout)
-    if len(case.shape) != 2 or case.shape[1] != geo.features:
-        raise ValueError(f"groupnorm case shape {case.shape} is not (N, {geo.features}) for geometry {case.layout}")
-    return geo
+    if len(case.shape) < 2 or case.groups < 1 or case.shape[1] % case.groups:
+        raise ValueError(f"groupnorm case shape {case.shape} with {case.groups} groups: expected (N, C, *spatial) "
+                         "with C a multiple of the groups")
+    return Geometry(case.groups, case.shape[1], tuple(case.shape[2:]))
 
 
-def _rows(t: torch.Tensor, case: Case) -> torch.Tensor:
-    """A tensor of the case as float64 (N, C, *spatial)."""
-    geo = Geometry.parse(case.layout)
-    return t.detach().to(F64).reshape(-1, geo.channels, *geo.spatial)
+def _padded(values: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, device: str, pad: int) -> torch.Tensor:
+    """(N, C, *spatial) values, each sample followed by ``pad`` NaNs in one buffer (pad 0: contiguous)."""
+    t = values.reshape(shape[0], -1).to(dtype)
+    if not pad:
+        return t.to(device).reshape(shape).contiguous()
+    buf = torch.full((shape[0], t.shape[1] + pad), float("nan"), dtype=dtype, device=device)
+    buf[:, :t.shape[1]] = t.to(device)
+    return buf[:, :t.shape[1]].view(shape)
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(F64)
 
 
 class GroupNormOp(Op):
     name = "groupnorm"
     variant_type = GroupNormVariant
     differentiable = ("x", "weight", "bias")
-    row_tensors = ("x", "grad:y")  # (N, C * HW): a row is a sample
+    row_tensors = ("x", "grad:y")  # one per sample
+    claims = GROUPNORM_CLAIMS
+    gradients = ("dx", "dweight", "dbias")
+    gradient_aliases = {"dw": "dweight", "db": "dbias"}
+    required_gradients = ("dx",)
+    case_fields = GROUPNORM_CASE_FIELDS
+    regime_field = "x"
     # (x - mean) can be twice as large as x: its square must still fit, L times over
     edge_divisor = 8.0
 
@@ -140,43 +150,60 @@ class GroupNormOp(Op):
     def domain(self, variant, case: Case, full_range: bool) -> float:
         return self.edges(variant, case, full_range)[0]
 
+    # ---- shapes: an item is a sample ----------------------------------------------------------
+    def batch(self, case: Case) -> int:
+        return case.shape[0]
+
+    def item_elements(self, case: Case) -> int:
+        return math.prod(case.shape[1:])
+
+    def with_batch(self, case: Case, items: int) -> Case:
+        return dataclasses.replace(case, shape=(items, *case.shape[1:]))
+
+    def take(self, inputs, case: Case, lo: int, hi: int) -> Tensors:
+        return {k: (v[lo:hi] if k in self.row_tensors else v) for k, v in inputs.items()}
+
+    def items(self, name: str, t: torch.Tensor, case: Case) -> torch.Tensor | None:
+        if name not in SAMPLE_OUTPUTS or t.numel() != math.prod(case.shape):
+            return None
+        return t.reshape(case.shape[0], -1)
+
+    def output_shape(self, name: str, inputs, case: Case) -> tuple[int, ...]:
+        if name in SAMPLE_OUTPUTS:
+            return tuple(inputs["x"].shape)
+        return (case.shape[1],)  # a per-channel parameter's gradient
+
     def make_inputs(self, case: Case, variant, device: str) -> Tensors:
         geo = geometry(case)
         n = case.shape[0]
         xdt, pdt = dtypes.to_torch(case.x_dtype), dtypes.to_torch(case.param_dtype)
         limit, beyond = self.edges(variant, case, full_range=False)
         beyond = beyond or limit
-        layout = "strided" if geo.strided else "contiguous"
+        strided = case.layout == "strided"
         # the regimes act per group (a constant group, a zero group, an outlier per group, a group
         # with a large mean and a small spread): one group is one row of the fill
         groups = S.fill(case.x, (n * geo.groups, geo.per_group), xdt, S.generator(case.seed, 0), limit, beyond)
-        out: Tensors = {"x": S.place(groups.reshape(n, geo.features), xdt, device, layout)}
+        out: Tensors = {"x": _padded(groups, case.shape, xdt, device, X_PAD if strided else 0)}
         for i, name in enumerate(self.params(variant)):
             regime = case.w if name == "weight" else _bias_regime(case.w)
             out[name] = S.fill_param(regime, geo.channels, S.generator(case.seed, 1 + i)).to(pdt).to(device)
-        out["grad:y"] = _grad_layout(S.fill_grad(case.dy, (n, geo.features), xdt, S.generator(case.seed, 4)), xdt,
-                                     device, layout)
+        # an upstream gradient arrives from elsewhere with a layout of its own (properties/norm.py)
+        dy = S.fill_grad(case.dy, (n, geo.features), xdt, S.generator(case.seed, 4))
+        out["grad:y"] = _padded(dy, case.shape, xdt, device, GRAD_PAD if strided else 0)
         return out
 
     def call(self, fn, inputs: Mapping[str, torch.Tensor], case: Case, variant) -> Tensors:
-        from normgate.checks import WrongShape
-
-        geo = Geometry.parse(case.layout)
-        x = inputs["x"]
-        x4 = x.view(x.shape[0], geo.channels, *geo.spatial)
-        y = fn(x4, geo.groups, inputs.get("weight"), inputs.get("bias"), case.eps)
+        y = fn(inputs["x"], case.groups, inputs.get("weight"), inputs.get("bias"), case.eps)
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"expected one tensor (y), got a {type(y).__name__}")
-        if tuple(y.shape) != tuple(x4.shape):
-            raise WrongShape(f"y shape {tuple(y.shape)}, expected {tuple(x4.shape)}")
-        return {"y": y.reshape(x.shape)}
+        return {"y": y}
 
     def reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
         geo = geometry(case)
         xdt = dtypes.to_torch(case.x_dtype)
         internal = torch.float32
         eps = resolve_eps(case.eps, xdt)
-        x = _rows(inputs["x"], case)
+        x = _rows(inputs["x"])
         p = {k: (None if inputs.get(k) is None else inputs[k].detach().to(F64)) for k in ("weight", "bias")}
         y, y_mag, stats = groupnorm_forward(x, p["weight"], p["bias"], geo.groups, eps)
         flat = inputs["x"].shape
@@ -188,7 +215,7 @@ class GroupNormOp(Op):
         res = {"y": Expected(y.reshape(flat), y_mag.reshape(flat), steps, internal, flush, xdt)}
         if not backward:
             return res
-        dy = _rows(inputs["grad:y"], case)
+        dy = _rows(inputs["grad:y"])
         dx, dw, db = groupnorm_backward(stats, p["weight"], dy, geo.groups, variant.bias, magnitude=False)
         dxm, dwm, dbm = groupnorm_backward(stats, p["weight"], dy, geo.groups, variant.bias, magnitude=True)
         res["dx"] = Expected(dx.reshape(flat), dxm.reshape(flat), steps, internal, flush, xdt)
@@ -215,10 +242,10 @@ class GroupNormOp(Op):
         exp = self.reference(inputs, case, variant, backward=True)["dx"]
         xdt = dtypes.to_torch(case.x_dtype)
         eps = resolve_eps(case.eps, xdt)
-        x = _rows(inputs["x"], case)
+        x = _rows(inputs["x"])
         _, _, stats = groupnorm_forward(x, None, None, geo.groups, eps)
         n_rows, length = stats.xhat.shape
-        dy = _rows(inputs["grad:y"], case)
+        dy = _rows(inputs["grad:y"])
         w = inputs.get("weight")
         w_el = (w.detach().to(F64).reshape(1, -1, 1).expand(dy.shape[0], -1, geo.hw) if w is not None
                 else torch.ones((1, 1, 1), dtype=F64))
@@ -265,14 +292,15 @@ class GroupNormOp(Op):
 
     def cases(self, candidate, dtype: str, profile: Profile) -> st.SearchStrategy[Case]:
         variant = candidate.variant
-        cap = profile.max_rows * profile.max_n  # elements of one case, as the norms cap M * N
+        cap = profile.elements
         gpu = profile.name != "cpu"
         group_counts = (1, 2, 3, 4, 8, 16, 32) if gpu else (1, 2, 3, 4, 8)
         per_group = (1, 2, 3, 4, 5, 8, 10, 16, 20, 40) if gpu else (1, 2, 3, 4, 5, 8)
         sizes = (1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 32, 33, 64) if gpu else (1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31)
         batches = (1, 2, 3, 4, 5, 7, 8, 16, 33) if gpu else (1, 2, 3, 4, 5, 7, 8)
         edge = not candidate.full_range
-        smallest_group = min_group_elements(candidate)
+        smallest_group = candidate.min_group_elements
+        layouts = ("contiguous", "strided") if candidate.strided else ("contiguous",)
 
         @st.composite
         def draw_case(draw) -> Case:
@@ -285,21 +313,22 @@ class GroupNormOp(Op):
             # samples, until the case fits the profile
             while spatial and n * c * math.prod(spatial) > cap:
                 spatial = spatial[:-1]
+            c = g * max(c // g, -(-smallest_group // math.prod(spatial)))
             n = max(1, min(n, cap // max(1, c * math.prod(spatial))))
-            strided = candidate.strided and draw(st.booleans())
-            geo = Geometry(g, c, spatial, strided)
-            probe = Case(self.name, (n, geo.features), dtype, layout=geo.key())
+            shape = (n, c, *spatial)
+            probe = Case(self.name, shape, dtype, groups=g)
             regimes = S.X_REGIMES
             if edge and self.edges(variant, probe, False)[1] is not None:
                 regimes = regimes + (S.BEYOND,)
             return Case(
-                op=self.name, shape=(n, geo.features), dtype=dtype,
+                self.name, shape, dtype,
                 x=draw(st.sampled_from(regimes)),
                 dy=draw(st.sampled_from(S.DY_REGIMES)) if candidate.backward else "normal",
                 w=draw(st.sampled_from(S.W_REGIMES)) if self.params(variant) else "normal",
                 eps=draw(st.sampled_from(candidate.eps_values) if candidate.eps_values is not None
                          else S.eps_values(candidate.eps_none)),
-                layout=geo.key(),
+                groups=g,
+                layout=draw(st.sampled_from(layouts)),
                 seed=draw(st.integers(0, 2**31 - 1)),
             )
 

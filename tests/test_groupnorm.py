@@ -16,9 +16,10 @@ if DEVICE == "cpu":
 
 from normgate import checks, runner  # noqa: E402
 from normgate.candidates import register, unregister  # noqa: E402
+from normgate.case import Case  # noqa: E402
 from normgate.kernels import groupnorm as GN  # noqa: E402
 from normgate.kernels import references as ref  # noqa: E402
-from normgate.properties.groupnorm import Geometry, GroupNormVariant  # noqa: E402
+from normgate.properties.groupnorm import GroupNormVariant  # noqa: E402
 
 F64 = torch.float64
 # (shape, groups): spatial sizes 1 and odd, no spatial dims, batch 1, one group, one channel per group
@@ -44,11 +45,10 @@ def test_reference_matches_torch_in_float64(shape, groups):
     assert torch.autograd.gradcheck(lambda x, w, b: ref.GroupNormRef.apply(x, w, b, groups, 1e-2), (x, w, b))
 
 
-def test_geometry_key_round_trips():
-    for geo in (Geometry(4, 8, (5, 3)), Geometry(2, 6, ()), Geometry(1, 1, (1,), strided=True)):
-        assert Geometry.parse(geo.key()) == geo
-    with pytest.raises(ValueError):
-        Geometry.parse("g3c8s2")  # 8 channels do not split into 3 groups
+def test_case_key_round_trips():
+    case = Case("groupnorm", (2, 8, 5, 3), "bf16/fp32", seed=7, x="outlier", eps=None, groups=4, layout="strided")
+    assert case.key() == "groupnorm,2x8x5x3,bf16/fp32,x=outlier,dy=normal,w=normal,eps=None,groups=4,strided,seed=7"
+    assert Case.from_key(case.key()) == case
 
 
 # ---- our kernel, directly, on every code path ----------------------------------------------------
@@ -189,7 +189,7 @@ MUTANTS = {
 def test_accuracy_kills_mutants(mutant):
     name = f"mutant_groupnorm_{mutant}"
     kw = MUTANTS[mutant]
-    register(name, lambda x, g, w, b, eps: _eager(x, g, w, b, 1e-5 if eps is None else eps, **kw), op="groupnorm",
+    register(name, lambda x, g, w, b, eps: _eager(x, g, w, b, 1e-5 if eps is None else eps, **kw),
              variant=GroupNormVariant(), dtypes=("bf16",), batch_invariant=False, replace=True)
     try:
         lines = _run(name, "bf16", "accuracy", 60)
