@@ -100,7 +100,7 @@ def _gn(
             tl.store(DW + c, dw.to(DW.dtype.element_ty), mask=cm)
         if HAS_DB:
             tl.store(DB + c, db.to(DB.dtype.element_ty), mask=cm)
-        return
+    # (no early return above: Triton's code generator does not end a function inside an if)
     # a tile is RB (sample, group) rows x ROWS channels of each x BLOCK_HW positions
     r = tl.program_id(0) * RB + tl.arange(0, RB)  # sample * G + group
     k = tl.program_id(1)  # chunk of the group
@@ -112,7 +112,8 @@ def _gn(
     ch64 = (g[:, None] * Cg + j[None, :]).to(tl.int64)
     nrows = tl.minimum(Cg - k * ROWS, ROWS)
     zero_r = tl.full([RB], 0.0, tl.float32)
-    group_len = (Cg * HW).to(tl.float32) + zero_r
+    # Cg and HW may both be specialized to the constant 1: add them to a tensor, not .to() them
+    group_len = zero_r + Cg * HW
     x_at = X + n64[:, None, None] * sxn + ch64[:, :, None] * sxc  # + positions * sxs
     dy_at = DY + n64[:, None, None] * sdn + ch64[:, :, None] * sdc
     out_at = OUT + n64[:, None, None] * C * HW + ch64[:, :, None] * HW  # OUT (y or dx): contiguous (N, C, HW)
@@ -128,13 +129,12 @@ def _gn(
             mask = cmask[:, :, None] & (s < HW)[None, None, :]
             x = tl.load(x_at + s.to(tl.int64)[None, None, :] * sxs, mask=mask, other=0.0).to(tl.float32)
             nb = (nrows * tl.minimum(HW - s0, BLOCK_HW)).to(tl.float32) + zero_r
-            mb = tl.div_rn(tl.reduce(tl.reshape(x, [RB, ROWS * BLOCK_HW]), 1, _ADD), nb)
+            mb = tl.div_rn(tl.reduce(tl.reduce(x, 2, _ADD), 1, _ADD), nb)
             d = tl.where(mask, x - mb[:, None, None], 0.0)
             tot = cnt + nb
             delta = mb - mean
             mean += delta * tl.div_rn(nb, tot)
-            m2 += tl.reduce(tl.reshape(d * d, [RB, ROWS * BLOCK_HW]), 1, _ADD) \
-                + delta * delta * tl.div_rn(cnt * nb, tot)
+            m2 += tl.reduce(tl.reduce(d * d, 2, _ADD), 1, _ADD) + delta * delta * tl.div_rn(cnt * nb, tot)
             cnt = tot
         if STAGE == STATS:
             base = (r.to(tl.int64) * K + k) * 2
