@@ -37,7 +37,8 @@ from torch import nn
 
 from . import _launch as L
 
-STATS, NORM, FUSED, DOTS, DX, PARAMS = 0, 1, 2, 3, 4, 5
+# the stages (constexpr: a jitted function may read a global only if it is one)
+STATS, NORM, FUSED, DOTS, DX, PARAMS = (tl.constexpr(i) for i in range(6))
 
 #: elements of one tile (ROWS channels x BLOCK_HW positions): 4096 fp32 values over 8 warps is 16
 #: registers a thread per tensor, with room for x, dy and xhat in the backward
@@ -240,7 +241,7 @@ def _launch(stage, grid, cfg, x3, dy3, out, weight=None, bias=None, part=None, m
         dw if dw is not None else dummy, db if db is not None else dummy,
         *x3.stride(), *(dy3.stride() if dy3 is not None else (0, 0, 0)),
         n * groups, n, c, hw, cg, cfg.chunks, groups, eps,
-        STAGE=stage, HAS_W=weight is not None, HAS_B=bias is not None, HAS_DW=dw is not None,
+        STAGE=stage.value, HAS_W=weight is not None, HAS_B=bias is not None, HAS_DW=dw is not None,
         HAS_DB=db is not None, STORE_STATS=store_stats, RB=cfg.group_rows, ROWS=cfg.rows,
         BLOCK_HW=block or cfg.block_hw, BLOCK_K=triton.next_power_of_2(cfg.chunks),
         BLOCK_CG=triton.next_power_of_2(cg), num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
