@@ -5,25 +5,28 @@ is normalized over its L = Cg * HW elements (HW = prod(spatial)) with a biased v
 y = xhat * w[c] + b[c] with a per-channel affine. Statistics and every product in fp32; y rounded
 once, to x's dtype; dx to x's, dW and dB to the parameters' dtypes.
 
-One kernel body, ``_gn``, with a compile-time ``STAGE``; a program owns one (sample, group, chunk),
-where a chunk is ``ROWS`` adjacent channels of the group (a tile of ROWS channels x BLOCK_HW
-positions, looped over the spatial extent). ROWS and BLOCK_HW are functions of (Cg, HW) only
-(``config``), never of N, so a sample's arithmetic is the same whatever the batch (batch
-invariance); the grid's sample axis never specializes the binary (``do_not_specialize``).
+One kernel body, ``_gn``, with a compile-time ``STAGE``. A program owns a tile of RB (sample,
+group) rows x ROWS adjacent channels of each x BLOCK_HW positions, looped over the spatial extent:
+a chunk of one group when the group is large (RB = 1, K = ceil(Cg / ROWS) programs per group), or
+several whole groups when they are small (RB > 1: a program moves about TILE elements either way,
+which also keeps the CPU interpreter's per-program cost down). RB, ROWS and BLOCK_HW are functions
+of (Cg, HW) only (``config``), never of N, so a sample's arithmetic is the same whatever the batch
+(batch invariance); the batch-sized integers never specialize the binary (``do_not_specialize``).
 
 Forward:
-- ``FUSED`` (a whole group in one chunk, K = 1): statistics over the group, then y, one program per
-  (sample, group); the second read of the group comes from cache.
+- ``FUSED`` (whole groups in a tile, K = 1): statistics over the group, then y; the second read of
+  the group comes from cache.
 - otherwise ``STATS`` then ``NORM``: each chunk's (mean, M2), two-pass inside every tile and merged
   across tiles with Chan's formula, into a (N * G, K) buffer; then every program of a group
   combines the same K partials in the same order (so all of them hold the same bits of mean and
-  rstd) and normalizes its chunk. K programs per group keep the GPU busy at N = 2 (G = 32 alone is
-  64 programs for 132 SMs).
-Backward, ``DOTS`` then ``DX``: per (sample, channel) A = sum_hw dy * xhat and B = sum_hw dy into a
-(N, C) buffer; then dx = rstd * (g - sum(g) / L - xhat * sum(g xhat) / L), g = dy * w[c], where the
-group sums are sum_c w[c] B[n, c] and sum_c w[c] A[n, c], taken in channel order by every program of
-the group; dW[c] = sum_n A[n, c] and dB[c] = sum_n B[n, c], added in sample order by the programs of
-sample 0. Every buffer is fully written before it is read; no atomics.
+  rstd) and normalizes its chunk. K programs per group keep the GPU busy at N = 2 (one program per
+  (sample, group) would be 64 programs for an H200's 132 SMs at G = 32).
+Backward, ``DOTS``, ``DX``, ``PARAMS``: per (sample, channel) A = sum_hw dy * xhat and B = sum_hw dy
+into a (N, C) buffer; then dx = rstd * (g - sum(g) / L - xhat * sum(g xhat) / L), g = dy * w[c],
+where the group sums are sum_c w[c] B[n, c] and sum_c w[c] A[n, c], taken in channel order by every
+program of the group; then dW[c] = sum_n A[n, c] and dB[c] = sum_n B[n, c], added in sample order.
+Every buffer is fully written before it is read; no atomics, so every output is bitwise
+reproducible, and y and dx do not depend on the batch.
 """
 
 from __future__ import annotations
