@@ -60,7 +60,7 @@ def make(kernel: str, c: int, device: str = "cuda", dtype: torch.dtype = DTYPE):
     if kernel == "torch":
         return (lambda x: F.group_norm(x, GROUPS, w, b, EPS)), [w, b]
     if kernel == "torch_compile":
-        from normgate.kernels.groupnorm_builtins import group_norm_eager
+        from normgate.kernels.baselines import group_norm_eager
 
         _dynamo_limits()
         compiled = torch.compile(group_norm_eager, dynamic=False)

@@ -97,3 +97,21 @@ def layer_norm_eager(x, weight, bias, eps, residual=None, *, casting="gemma", ou
         y = y + bias.to(y.dtype)
     y = y.to(_out_dtype(x, weight, out))
     return y if residual is None else (y, h_out)
+
+
+def group_norm_eager(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                     eps: float | None) -> torch.Tensor:
+    """GroupNorm written out in float32: the group's mean, the variance about it (two passes),
+    the per-channel affine, one cast to x's dtype at the end."""
+    eps = float(torch.finfo(torch.float32).eps) if eps is None else eps
+    n, c = x.shape[0], x.shape[1]
+    h = x.float().reshape(n, num_groups, -1)
+    mean = h.mean(-1, keepdim=True)
+    d = h - mean
+    var = d.square().mean(-1, keepdim=True)
+    y = (d * torch.rsqrt(var + eps)).reshape(n, c, -1)
+    if weight is not None:
+        y = y * weight.float().reshape(1, c, 1)
+    if bias is not None:
+        y = y + bias.float().reshape(1, c, 1)
+    return y.reshape(x.shape).to(x.dtype)

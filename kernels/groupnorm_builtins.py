@@ -6,32 +6,14 @@ from __future__ import annotations
 
 import functools
 
-import torch
 import torch.nn.functional as F
 
 from normgate.candidates import register
 from normgate.properties.groupnorm import GroupNormVariant
 
+from .baselines import group_norm_eager
+
 ALL = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
-FP32_EPS = float(torch.finfo(torch.float32).eps)
-
-
-def group_norm_eager(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                     eps: float | None) -> torch.Tensor:
-    """GroupNorm written out in float32: the group's mean, the variance about it (two passes),
-    the per-channel affine, one cast to x's dtype at the end."""
-    eps = FP32_EPS if eps is None else eps
-    n, c = x.shape[0], x.shape[1]
-    h = x.float().reshape(n, num_groups, -1)
-    mean = h.mean(-1, keepdim=True)
-    d = h - mean
-    var = d.square().mean(-1, keepdim=True)
-    y = (d * torch.rsqrt(var + eps)).reshape(n, c, -1)
-    if weight is not None:
-        y = y * weight.float().reshape(1, c, 1)
-    if bias is not None:
-        y = y + bias.float().reshape(1, c, 1)
-    return y.reshape(x.shape).to(x.dtype)
 
 
 def torch_group_norm(x, num_groups, weight, bias, eps):

@@ -286,7 +286,7 @@ class GroupNormOp(Op):
         return [Scaling("weight", self.params(variant), {"y": 1, "dx": 1, "dweight": 0, "dbias": 0})]
 
     def eager(self, variant):
-        from normgate.kernels.groupnorm_builtins import group_norm_eager
+        from normgate.kernels.baselines import group_norm_eager
 
         return group_norm_eager
 
