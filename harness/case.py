@@ -9,8 +9,7 @@ the same bits anywhere.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from . import dtypes
@@ -87,15 +86,6 @@ class Case:
         raise AttributeError(f"{self.__dict__.get('op', 'a')} case has no field {name!r}")
 
     @property
-    def rows(self) -> int:
-        """For an op whose last dim is the normalized one: the rows."""
-        return math.prod(self.shape[:-1])
-
-    @property
-    def n(self) -> int:
-        return self.shape[-1]
-
-    @property
     def x_dtype(self) -> str:
         return dtypes.split_pair(self.dtype)[0]
 
@@ -139,10 +129,6 @@ class Case:
             return cls(op, tuple(int(s) for s in shape.split("x")), dtype, seed=int(rest[-1][5:]), **values)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"malformed case key {key!r}: {e}") from None
-
-    def with_rows(self, rows: int) -> Case:
-        """For an op whose last dim is the normalized one: the case with ``rows`` rows."""
-        return replace(self, shape=(rows, self.n))
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,6 @@ class Op(ABC):
     variant_type: ClassVar[type[Variant]]
     #: inputs a candidate is differentiated with respect to, when the variant uses them
     differentiable: ClassVar[tuple[str, ...]]
-    #: inputs and upstream gradients whose leading dims are rows (sliced for batch invariance)
-    row_tensors: ClassVar[tuple[str, ...]]
     #: what its candidates may claim beyond the core's declarations (``Claim``), by keyword; None:
     #: not declared, the keywords a candidate gives are kept as given, unchecked
     claims: ClassVar[Mapping[str, Claim] | None] = None

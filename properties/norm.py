@@ -14,6 +14,7 @@ Gradients always have the dtype of the input they belong to.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,6 +98,21 @@ NORM_GRADIENTS = ("dx", "dweight", "dbias")
 NORM_GRADIENT_ALIASES = {"dw": "dweight", "db": "dbias", "dresidual": "dx"}
 
 
+def rows_of(case: Case) -> int:
+    """A norm case's rows: every dim of the activation but the last, the normalized one."""
+    return math.prod(case.shape[:-1])
+
+
+def width(case: Case) -> int:
+    """N, the normalized (last) dim."""
+    return case.shape[-1]
+
+
+def with_rows(case: Case, rows: int) -> Case:
+    """The same case as ``rows`` rows of N (a batch invariance slice, a sampled reference)."""
+    return dataclasses.replace(case, shape=(rows, width(case)))
+
+
 def max_n_for(candidate, dtype: str) -> int | None:
     """The widest row ``candidate`` takes in ``dtype`` (a dtype string such as "bf16/fp32"), or None."""
     max_n = candidate.max_n
@@ -127,6 +143,7 @@ class NormVariant(Variant):
 
 class NormOp(Op):
     differentiable = ("x", "weight", "bias", "residual")
+    #: inputs and upstream gradients that are rows x N (``take`` slices them; parameters are shared)
     row_tensors = ("x", "residual", "grad:y", "grad:h")
     claims = NORM_CLAIMS
     gradients = NORM_GRADIENTS
@@ -178,7 +195,7 @@ class NormOp(Op):
         # rms(h) < smallest_normal^(-1/3) (4.4e12 in float32). Correct kernels, PyTorch's own
         # included, lose dx past that, so it is the edge of every variant's claimed domain.
         t = self.internal(variant, case)
-        edge = min(math.sqrt(dtypes.max_finite(t) / case.n) / self.edge_divisor,
+        edge = min(math.sqrt(dtypes.max_finite(t) / width(case)) / self.edge_divisor,
                    dtypes.smallest_normal(t) ** (-1 / 3))
         limit = min(edge / 4, x_max / 4)
         beyond = min(edge * 4, x_max / 2)
@@ -189,21 +206,21 @@ class NormOp(Op):
 
     # ---- shapes: a norm's item is a row, its outputs viewed as rows x N ---------------------
     def batch(self, case: Case) -> int:
-        return case.rows
+        return rows_of(case)
 
     def item_elements(self, case: Case) -> int:
-        return case.n
+        return width(case)
 
     def with_batch(self, case: Case, items: int) -> Case:
-        return case.with_rows(items)
+        return with_rows(case, items)
 
     def take(self, inputs, case: Case, lo: int, hi: int) -> Tensors:
-        return {k: (v.reshape(-1, case.n)[lo:hi] if k in self.row_tensors else v) for k, v in inputs.items()}
+        return {k: (v.reshape(-1, width(case))[lo:hi] if k in self.row_tensors else v) for k, v in inputs.items()}
 
     def items(self, name: str, t: torch.Tensor, case: Case) -> torch.Tensor | None:
-        if name not in ROW_OUTPUTS or t.numel() != case.rows * case.n:
+        if name not in ROW_OUTPUTS or t.numel() != rows_of(case) * width(case):
             return None
-        return t.reshape(-1, case.n)
+        return t.reshape(-1, width(case))
 
     def output_shape(self, name: str, inputs, case: Case) -> tuple[int, ...]:
         # a gradient has its input's shape (a parameter's is (N,)); an output has the activation's
@@ -219,7 +236,7 @@ class NormOp(Op):
         for i, name in enumerate(self.params(variant)):
             regime = case.w if name == "weight" else _bias_regime(case.w)
             offset = self.param_offset(variant) if name == "weight" else 0.0
-            out[name] = S.fill_param(regime, case.n, S.generator(case.seed, 1 + i), offset).to(pdt).to(device)
+            out[name] = S.fill_param(regime, width(case), S.generator(case.seed, 1 + i), offset).to(pdt).to(device)
         if variant.residual:
             # an fp32 residual stream: the residual arrives in float32 (drawn at x's scale), h leaves in it
             rdt = self.residual_dtype(variant, case)
@@ -247,7 +264,7 @@ class NormOp(Op):
         return dict(zip(names, result, strict=True))
 
     def reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
-        if case.rows * case.n > B.SAMPLE_ABOVE:
+        if rows_of(case) * width(case) > B.SAMPLE_ABOVE:
             return self._sampled_reference(inputs, case, variant, backward)
         return self._reference(inputs, case, variant, backward)
 
@@ -257,9 +274,9 @@ class NormOp(Op):
     def _sampled_reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
         """A huge case: row outputs on sampled rows (properties/boundaries.sample_rows), parameter
         gradients over every row in chunks, so no float64 copy of the whole case is ever held."""
-        m, n = case.rows, case.n
+        m, n = rows_of(case), width(case)
         idx = torch.tensor(B.sample_rows(m, n, case.seed))
-        res = self._reference(self._rows_of(inputs, n, idx), case.with_rows(len(idx)), variant, backward)
+        res = self._reference(self._rows_of(inputs, n, idx), with_rows(case, len(idx)), variant, backward)
         for name in ROW_OUTPUTS:
             if name in res:
                 res[name].rows, res[name].of_items = idx, m
@@ -270,7 +287,7 @@ class NormOp(Op):
         sums: dict[str, Expected] = {}
         for lo in range(0, m, chunk):
             part = torch.arange(lo, min(m, lo + chunk))
-            r = self._reference(self._rows_of(inputs, n, part), case.with_rows(len(part)), variant, True)
+            r = self._reference(self._rows_of(inputs, n, part), with_rows(case, len(part)), variant, True)
             for name in params:
                 e = r[name]
                 if name not in sums:
@@ -288,7 +305,7 @@ class NormOp(Op):
         return res
 
     def _reference(self, inputs, case: Case, variant, backward: bool) -> dict[str, Expected]:
-        n = case.n
+        n = width(case)
         xdt = dtypes.to_torch(case.x_dtype)
         internal = self.internal(variant, case)
         eps = resolve_eps(case.eps, xdt)
@@ -407,7 +424,7 @@ class NormOp(Op):
         magnitudes: 4 (N + 8) u_64 (sum |dx'_j| |v|_j + |T|) covers them with room."""
         if "dx" not in got:
             return []
-        n = case.n
+        n = width(case)
         xdt = dtypes.to_torch(case.x_dtype)
         eps = resolve_eps(case.eps, xdt)
         exp = self.reference(inputs, case, variant, backward=True)["dx"]

@@ -140,7 +140,7 @@ def test_a_per_dtype_row_limit_draws_each_dtypes_own_widths():
         assert set(_verdicts(cand, dtype, examples=30)) <= {"pass", "range"}
     from normgate.op import CPU_PROFILE, get_op
 
-    widths = {get_op("rmsnorm").cases(cand, "bf16", CPU_PROFILE.for_widths(s)).example().n for s in range(40)}
+    widths = {get_op("rmsnorm").cases(cand, "bf16", CPU_PROFILE.for_widths(s)).example().shape[-1] for s in range(40)}
     assert max(widths) > 64  # half-precision rows past the fp32 limit are drawn
 
 

@@ -149,3 +149,15 @@ def test_the_conventional_test_tells_a_failed_assertion_from_an_error():
     assert conventional.check(cand(broken_environment))[0] == "error"
     assert conventional.check(cand(wrong))[0] == "fail"
     assert conventional.check(cand(right)) == ("pass", "")
+
+
+def test_the_zoo_is_a_checkouts_and_a_wheel_says_so(tmp_path, monkeypatch, capsys):
+    """From a wheel (no pyproject.toml and no zoo/ beside the installed package) `normgate zoo` is
+    a usage error that says where the zoo is; from this checkout it is the zoo's own command."""
+    from normgate import checkout, cli
+
+    assert checkout.zoo_folder() == checkout.ROOT / "zoo"
+    monkeypatch.setattr(checkout, "ROOT", tmp_path)  # site-packages: the package's parent holds no zoo
+    assert checkout.zoo_folder() is None
+    assert cli.main(["zoo"]) == cli.USAGE_ERROR
+    assert "not in the wheel" in capsys.readouterr().err
