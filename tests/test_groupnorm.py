@@ -65,8 +65,7 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16", "bf16/fp32"])
-@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype,affine", [("fp32", True), ("fp32", False), ("bf16", True), ("bf16/fp32", True)])
 def test_kernel_matches_reference(path, dtype, affine):
     xdt, pdt = {"fp32": (torch.float32,) * 2, "bf16": (torch.bfloat16,) * 2,
                 "bf16/fp32": (torch.bfloat16, torch.float32)}[dtype]
@@ -136,7 +135,7 @@ def _run(kernel: str, dtype: str, check: str, examples: int) -> list[dict]:
 
 #: few cases per check: the interpreter costs ~0.1-1.5 s a case (batch invariance builds batches of
 #: up to 513 samples either side of its boundaries)
-BUDGET = {"accuracy": 12, "contract": 6, "repeat": 4, "poisoned": 4, "batch_invariance": 2, "identities": 4}
+BUDGET = {"accuracy": 8, "contract": 6, "repeat": 4, "poisoned": 4, "batch_invariance": 2, "identities": 4}
 
 
 @pytest.mark.parametrize("check", list(checks.ALL))
