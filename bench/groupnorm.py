@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sides", default=",".join(map(str, SIDES)))
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--rep-ms", type=int, default=60, help="do_bench's timing window per measurement")
+    ap.add_argument("--limit-s", type=float, default=170.0,
+                    help="start no new shape after this many seconds (the JSON then says truncated)")
     ap.add_argument("--smoke", action="store_true",
                     help="no timing: our kernel against F.group_norm on one small shape, on the CPU under "
                          "Triton's interpreter when there is no GPU (checks the script, not the speed)")
@@ -113,12 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     kernels = args.kernels.split(",")
     start = time.time()
     rows: list[dict] = []
+    skipped: list[dict] = []
     env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
            "triton": __import__("triton").__version__, "groups": GROUPS, "dtype": "bf16", "eps": EPS}
     for c in map(int, args.channels.split(",")):
         made = {k: make(k, c) for k in kernels}
         for side in map(int, args.sides.split(",")):
             for n in map(int, args.batches.split(",")):
+                if time.time() - start > args.limit_s:
+                    skipped.append({"N": n, "C": c, "H": side})
+                    continue
                 gen = torch.Generator(device="cuda").manual_seed(n * 100003 + c * 7 + side)
                 x0 = torch.randn((n, c, side, side), device="cuda", dtype=DTYPE, generator=gen) * 2 + 0.5
                 dy = torch.randn((n, c, side, side), device="cuda", dtype=DTYPE, generator=gen)
@@ -158,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 if (o["pass"], o["N"], o["C"], o["H"]) == (r["pass"], r["N"], r["C"], r["H"])}
         summary.append({"pass": r["pass"], "N": r["N"], "C": r["C"], "H": r["H"],
                         **{f"speedup_vs_{k}": round(t / r["time_us"], 3) for k, t in same.items() if k != "normgate"}})
-    out = {"env": env, "wall_s": round(time.time() - start, 1), "results": rows, "summary": summary}
+    out = {"env": env, "wall_s": round(time.time() - start, 1), "truncated": bool(skipped), "skipped": skipped,
+           "results": rows, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     for key in ("speedup_vs_torch_compile", "speedup_vs_torch"):
@@ -168,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             for v in vals:
                 geo *= v
             print(f"{key}: geometric mean {geo ** (1 / len(vals)):.3f}, min {min(vals):.3f} over {len(vals)} shapes")
+    if skipped:
+        print(f"--limit-s {args.limit_s:g} reached: {len(skipped)} shapes not run", file=sys.stderr)
     print(f"wrote {args.out} ({out['wall_s']} s)")
     return 0
 
