@@ -272,3 +272,33 @@ def test_every_stage_compiles_for_hopper():
     proc = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], capture_output=True, text=True, env=env,
                           timeout=600)
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_gpu_tasks_draw_few_geometries():
+    """On a GPU every new group geometry is new binaries (seconds each); a task's cases come from a
+    few geometries chosen by its seed, edge cases among them (spatial 1, an odd size, one group)."""
+    import math
+
+    from hypothesis import HealthCheck, given, settings
+
+    from normgate.candidates import get
+    from normgate.op import GPU_PROFILE, get_op
+
+    op, cand = get_op("groupnorm"), get("triton_groupnorm")
+
+    def drawn(profile) -> tuple[set, set]:
+        binaries, spatial = set(), set()
+
+        @settings(max_examples=200, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(op.cases(cand, "bf16", profile))
+        def draw(case):
+            c, g, hw = case.shape[1], case.groups, math.prod(case.shape[2:])
+            binaries.add((GN.config(c // g, hw), c, hw, g))
+            spatial.add(case.shape[2:])
+
+        draw()
+        return binaries, spatial
+
+    binaries, spatial = drawn(GPU_PROFILE.for_widths(3))
+    assert len(binaries) <= 45 and (1,) in spatial and any(len(s) == 1 and s[0] % 2 for s in spatial)
+    assert len(drawn(GPU_PROFILE)[0]) > 100  # without a task's seed: free
