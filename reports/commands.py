@@ -20,8 +20,10 @@ import traceback
 from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
+from normgate.reports import baselines as baselines_mod
 from normgate.reports import gate as gate_mod
 from normgate.reports.html import render_report, write_text_atomic
+from normgate.reports.junit import render_junit
 from normgate.reports.load import (
     BenchFile,
     LoadError,
@@ -33,6 +35,7 @@ from normgate.reports.load import (
     validate_run,
 )
 from normgate.reports.outputs import OutputError, check_outputs
+from normgate.reports.summary import plain_lines, render_summary
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -173,8 +176,8 @@ def _baseline(args: argparse.Namespace) -> int:
         return 1
     budget = {"max_ulp_growth": args.max_ulp_growth, "min_cases_fraction": args.min_cases_fraction}
     # benchmark times belong to the GPU they were measured on: with several kinds, to none
-    sections = {run.kind: gate_mod.make_baseline(run, bench if len(runs) == 1 else (), budget) for run in runs}
-    write_text(args.output, gate_mod.dump_baselines(sections))
+    sections = {run.kind: baselines_mod.make_baseline(run, bench if len(runs) == 1 else (), budget) for run in runs}
+    write_text(args.output, baselines_mod.dump_baselines(sections))
     known = f", {len(failing)} with known failures" if failing else ""
     checks = sum(len(b.entries) for b in sections.values())
     benches = sum(len(b.bench) for b in sections.values())
@@ -210,8 +213,8 @@ def _gate(args: argparse.Namespace) -> int:
         if path:
             _check_output_path(path, flag)
     report_url = _report_url(args.report_url)
-    baseline = gate_mod.load_baselines(args.baseline)
-    base_baseline = gate_mod.load_baselines(args.base_baseline) if args.base_baseline else None
+    baseline = baselines_mod.load_baselines(args.baseline)
+    base_baseline = baselines_mod.load_baselines(args.base_baseline) if args.base_baseline else None
     runs = load_runs(args.results, validate=True)  # shards merged, each file checked first
     for run in runs:
         validate_run(run)
@@ -220,21 +223,21 @@ def _gate(args: argparse.Namespace) -> int:
                                      accept_new=args.accept_new_kind or (), expect=args.expect_kind or ())
     result.report_url = report_url
     if base_baseline is not None:
-        result.baseline_changes = gate_mod.compare_baseline_sets(base_baseline, baseline)
+        result.baseline_changes = baselines_mod.compare_baseline_sets(base_baseline, baseline)
         result.base_baseline_path = args.base_baseline
     if args.proposed_baseline:
         # The verdict stays against --baseline (the base branch's); what the pull request would
         # change in it is listed at the top, for a reviewer.
-        proposed = gate_mod.load_baselines(args.proposed_baseline)
-        result.baseline_changes = gate_mod.compare_baseline_sets(baseline, proposed)
+        proposed = baselines_mod.load_baselines(args.proposed_baseline)
+        result.baseline_changes = baselines_mod.compare_baseline_sets(baseline, proposed)
         result.base_baseline_path = args.baseline
         result.changes_label = (f"{args.proposed_baseline}, proposed by this pull request, vs {args.baseline}; "
                                 "the verdict uses the latter")
     if args.summary:
-        write_text(args.summary, gate_mod.render_summary(result))
+        write_text(args.summary, render_summary(result))
     if args.junit:
-        write_text(args.junit, gate_mod.render_junit(result))
-    print("\n".join(gate_mod.plain_lines(result)))
+        write_text(args.junit, render_junit(result))
+    print("\n".join(plain_lines(result)))
     return result.exit_code
 
 
@@ -280,13 +283,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     base.add_argument(
         "--max-ulp-growth",
         type=_fraction,
-        default=gate_mod.DEFAULT_BUDGET["max_ulp_growth"],
+        default=baselines_mod.DEFAULT_BUDGET["max_ulp_growth"],
         help="accuracy budget: allowed growth of a worst-case ULP error, 0.25 = 25%% (default %(default)s)",
     )
     base.add_argument(
         "--min-cases-fraction",
         type=_fraction,
-        default=gate_mod.DEFAULT_BUDGET["min_cases_fraction"],
+        default=baselines_mod.DEFAULT_BUDGET["min_cases_fraction"],
         help="a check running fewer than this fraction of the baseline's cases is a "
         "regression (default %(default)s)",
     )

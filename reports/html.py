@@ -1,9 +1,10 @@
 """The HTML report: one self-contained file (inline CSS, SVG and a little JS), readable offline.
 
 This module turns loaded runs (:mod:`normgate.reports.load`) into plain view models and renders
-them with ``templates/report.html.j2``. Jinja2 autoescaping is on, so every string that comes from a
-results file is escaped; on top of that the page carries a Content-Security-Policy that allows only
-its own inline script (by hash) and no network fetch at all, so even a missed escape cannot run.
+them with ``templates/report.html.j2``; the charts' geometry is ``charts.py``. Jinja2 autoescaping is
+on, so every string that comes from a results file is escaped; on top of that the page carries a
+Content-Security-Policy that allows only its own inline script (by hash) and no network fetch at
+all, so even a missed escape cannot run.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import math
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from normgate.reports.charts import RATIO_BINS, Chart, bandwidth_chart, ratio_histogram
 from normgate.reports.load import (
     CHECKS,
     DETERMINISM_CHECKS,
@@ -42,24 +44,13 @@ from normgate.reports.load import (
     output_order,
     worst_verdict,
 )
+from normgate.reports.text import fmt_n, fmt_num
 
 TEMPLATE = "report.html.j2"
 #: Shown at most per report; a run that fails thousands of cases says so and links the count.
 MAX_FAILURES = 300
 #: Relative change of a worst-case ULP error that the run comparison calls "moved".
 ACCURACY_MOVE = 0.10
-PALETTE = (
-    "#2563eb",
-    "#d97706",
-    "#059669",
-    "#db2777",
-    "#7c3aed",
-    "#0891b2",
-    "#65a30d",
-    "#dc2626",
-    "#4b5563",
-    "#9333ea",
-)
 INTERPRETER_NOTE = (
     "Triton kernels ran under TRITON_INTERPRET=1 on the CPU. The interpreter truncates fp32 to bf16 "
     "stores instead of rounding them, so Triton candidates writing bf16 are allowed 1 ULP of final "
@@ -86,26 +77,6 @@ SYMBOL = {"pass": "✓", "fail": "✗", "error": "!", "skip": "–", "range": "�
 
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def fmt_num(v: Any, digits: int = 3) -> str:
-    """Short, readable numbers: 0.5, 3.42, 212, 1.2e+09, inf."""
-    if v is None:
-        return "–"
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 10_000 else str(v)
-    if math.isnan(v) or math.isinf(v):
-        return str(v)
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a >= 1e6:
-        return f"{v:.{digits}g}"
-    if a >= 100 and digits <= 4:
-        return f"{v:,.0f}"
-    return f"{v:.{digits}g}"
 
 
 def sort_value(v: Any) -> str:
@@ -224,41 +195,6 @@ def regime_matrix(
         )
     rows.sort(key=lambda r: (-r["rank"], r["kernel"], r["dtype"], r["run"]))
     return {"regimes": regimes, "rows": rows}
-
-
-#: Histogram bins of error/bound per case; the last two are beyond the bound.
-RATIO_BINS: tuple[tuple[float, float, str], ...] = (
-    (0.0, 0.25, "0–0.25"),
-    (0.25, 0.5, "0.25–0.5"),
-    (0.5, 0.75, "0.5–0.75"),
-    (0.75, 1.0, "0.75–1"),
-    (1.0, 2.0, "1–2 (fail)"),
-    (2.0, math.inf, "> 2 (fail)"),
-)
-
-
-def ratio_histogram(ratios: Iterable[float]) -> list[dict[str, Any]]:
-    """Bars for an inline SVG: how many cases landed at each fraction of the bound."""
-    counts = [0] * len(RATIO_BINS)
-    for r in ratios:
-        for i, (lo, hi, _) in enumerate(RATIO_BINS):
-            if lo <= r < hi or (i == 3 and r == 1.0) or (i == len(RATIO_BINS) - 1 and r != r):
-                counts[i] += 1
-                break
-    peak = max(counts) or 1
-    bar_w, height = 12, 22
-    return [
-        {
-            "x": i * (bar_w + 2),
-            "w": bar_w,
-            "h": 0 if n == 0 else max(2, round(height * n / peak)),
-            "y": height - (0 if n == 0 else max(2, round(height * n / peak))),
-            "n": n,
-            "label": label,
-            "over": lo >= 1.0,
-        }
-        for i, ((lo, _, label), n) in enumerate(zip(RATIO_BINS, counts, strict=True))
-    ]
 
 
 def accuracy_rows(runs: Sequence[RunView]) -> list[dict[str, Any]]:
@@ -422,6 +358,7 @@ def _env_value(v: Any) -> str:
 
 # ----------------------------------------------------------------------------- run comparison
 
+
 CHANGE_ORDER = (
     "new failure",
     "missing",
@@ -526,90 +463,6 @@ def comparisons(runs: Sequence[RunView]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- performance
-
-
-@dataclass
-class Series:
-    label: str
-    color: str
-    points: str
-    dots: list[dict[str, Any]]
-    dashed: bool = False
-
-
-@dataclass
-class Chart:
-    title: str
-    width: int
-    height: int
-    box: dict[str, float]
-    x_ticks: list[dict[str, Any]]
-    y_ticks: list[dict[str, Any]]
-    series: list[Series]
-    x_label: str = "N (row length, log scale)"
-    y_label: str = "GB/s"
-    note: str = ""
-
-
-def nice_step(span: float, target: int = 7) -> float:
-    if span <= 0:
-        return 1.0
-    raw = span / target
-    mag = 10 ** math.floor(math.log10(raw))
-    return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-
-
-def fmt_n(n: int) -> str:
-    if n >= 1024 and n % 1024 == 0:
-        return f"{n // 1024}k"
-    return str(n)
-
-
-def bandwidth_chart(
-    title: str,
-    lines: Mapping[str, Mapping[int, float]],
-    copies: Mapping[str, Mapping[int, float]],
-    width: int = 640,
-    height: int = 300,
-) -> Chart:
-    """An SVG line chart of GB/s against N (log2 axis) with each copy limit dashed (one per
-    benchmark file: files from different GPUs have different limits)."""
-    box = {"left": 64.0, "right": width - 16.0, "top": 16.0, "bottom": height - 44.0}
-    every_line = [*lines.values(), *copies.values()]
-    ns = sorted({n for pts in every_line for n in pts})
-    top = max([v for pts in every_line for v in pts.values()] + [1.0])
-    step = nice_step(top * 1.05)
-    y_max = step * math.ceil(top * 1.05 / step)
-    lo, hi = math.log2(ns[0]), math.log2(ns[-1])
-
-    def x_of(n: int) -> float:
-        if hi == lo:
-            return (box["left"] + box["right"]) / 2
-        return box["left"] + (math.log2(n) - lo) / (hi - lo) * (box["right"] - box["left"])
-
-    def y_of(v: float) -> float:
-        return box["bottom"] - v / y_max * (box["bottom"] - box["top"])
-
-    every = max(1, math.ceil(len(ns) / 9))
-    x_ticks = [{"x": round(x_of(n), 1), "label": fmt_n(n)} for n in ns[::every]]
-    y_ticks = [
-        {"y": round(y_of(i * step), 1), "label": fmt_num(i * step)}
-        for i in range(int(round(y_max / step)) + 1)
-    ]
-
-    def series(label: str, color: str, pts: Mapping[int, float], dashed: bool = False) -> Series:
-        coords = [(round(x_of(n), 1), round(y_of(v), 1), n, v) for n, v in sorted(pts.items())]
-        return Series(
-            label,
-            color,
-            " ".join(f"{x},{y}" for x, y, _, _ in coords),
-            [{"x": x, "y": y, "title": f"{label}: N={n}, {fmt_num(v)} GB/s"} for x, y, n, v in coords],
-            dashed,
-        )
-
-    out = [series(label, PALETTE[i % len(PALETTE)], pts) for i, (label, pts) in enumerate(lines.items())]
-    out += [series(label, "#6b7280", pts, dashed=True) for label, pts in copies.items() if pts]
-    return Chart(title, width, height, box, x_ticks, y_ticks, out)
 
 
 def _fraction(b: Bench) -> float | None:

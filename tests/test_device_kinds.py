@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_gate import DATA, cli, read_lines, write_lines
 
-from normgate.reports import gate as gate_mod
+from normgate.reports import baselines as baselines_mod
 
 
 def on_gpu(name: str, gpu: str, tmp: Path) -> Path:
@@ -30,13 +30,14 @@ def test_a_baseline_holds_a_section_per_device_kind(tmp_path):
     out = tmp_path / "baseline.json"
     assert cli("baseline", DATA / "pass.jsonl", h200, "-o", out) == 0
     data = json.loads(out.read_text())
-    assert data["format"] == gate_mod.SET_FORMAT and sorted(data["kinds"]) == ["nvidia-h100-80gb-hbm3", "nvidia-h200"]
-    sections = gate_mod.load_baselines(str(out))
-    assert all(gate_mod.baseline_kind(b) == k for k, b in sections.items())
+    assert data["format"] == baselines_mod.SET_FORMAT
+    assert sorted(data["kinds"]) == ["nvidia-h100-80gb-hbm3", "nvidia-h200"]
+    sections = baselines_mod.load_baselines(str(out))
+    assert all(baselines_mod.baseline_kind(b) == k for k, b in sections.items())
     # one kind alone keeps the plain format
     single = tmp_path / "single.json"
     assert cli("baseline", DATA / "pass.jsonl", "-o", single) == 0
-    assert json.loads(single.read_text())["format"] == gate_mod.FORMAT
+    assert json.loads(single.read_text())["format"] == baselines_mod.FORMAT
 
 
 def test_a_regression_on_one_kind_fails_the_gate_named_with_that_kind(tmp_path, capsys):

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from normgate.reports import baselines as baselines_mod
 from normgate.reports import gate as gate_mod
+from normgate.reports import junit as junit_mod
+from normgate.reports import summary as summary_mod
 from normgate.reports.commands import add_commands
 
 DATA = Path(__file__).parent / "data"
@@ -111,7 +114,7 @@ def gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Gate:
 def test_baseline_is_small_sorted_and_stable(tmp_path: Path, baseline: Path):
     text = baseline.read_text()
     data = json.loads(text)
-    assert data["format"] == gate_mod.FORMAT
+    assert data["format"] == baselines_mod.FORMAT
     assert data["budget"] == {"max_ulp_growth": 0.25, "min_cases_fraction": 0.5}
     assert len(data["checks"]) == 30 and len(data["bench"]) == 66
     assert list(data) == sorted(data)
@@ -138,7 +141,7 @@ def test_baseline_is_small_sorted_and_stable(tmp_path: Path, baseline: Path):
         == 0
     )
     assert again.read_text() == text
-    assert gate_mod.load_baseline(str(baseline)).entries  # it reads back
+    assert baselines_mod.load_baseline(str(baseline)).entries  # it reads back
 
 
 def test_baseline_refuses_failures_unless_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -375,8 +378,8 @@ def test_baseline_changes_are_listed_first(gate: Gate, baseline: Path, tmp_path:
 
 
 def test_baseline_changes_in_detail(tmp_path: Path):
-    base = gate_mod.load_baseline(str(_baseline_of(tmp_path, "pass.jsonl", "base.json")))
-    new = gate_mod.load_baseline(str(_baseline_of(tmp_path, "fail.jsonl", "new.json", "--accept-failures")))
+    base = baselines_mod.load_baseline(str(_baseline_of(tmp_path, "pass.jsonl", "base.json")))
+    new = baselines_mod.load_baseline(str(_baseline_of(tmp_path, "fail.jsonl", "new.json", "--accept-failures")))
     key = next(
         k for k in new.entries if k.kernel == "torch_rmsnorm" and k.check == "accuracy" and k.dtype == "fp32"
     )
@@ -386,13 +389,13 @@ def test_baseline_changes_in_detail(tmp_path: Path):
         del new.entries[k]
     del new.entries[next(k for k in new.entries if k.kernel == "torch_rmsnorm" and k.check == "repeat")]
     new.budget["min_cases_fraction"] = 0.1
-    messages = [(c.loosened, c.message) for c in gate_mod.compare_baselines(base, new)]
+    messages = [(c.loosened, c.message) for c in baselines_mod.compare_baselines(base, new)]
     assert (True, "budget min_cases_fraction: 0.5 → 0.1") in messages
     assert (True, "dropped triton_layernorm fp32 (5 checks)") in messages
     assert any(loose and m.startswith("dropped check torch_rmsnorm bf16 repeat") for loose, m in messages)
     assert any(loose and "now accepts failures" in m for loose, m in messages)
     assert any(loose and m.endswith("dx max ULP 6 → 60") for loose, m in messages)
-    assert gate_mod.compare_baselines(base, base) == []
+    assert baselines_mod.compare_baselines(base, base) == []
 
 
 def _baseline_of(tmp_path: Path, results: str, name: str, *extra: str) -> Path:
@@ -423,10 +426,10 @@ def test_hostile_strings_are_escaped_in_markdown_and_xml(gate: Gate, baseline: P
 
 
 def test_markdown_helpers():
-    assert gate_mod.md("a|b <x> [l](u) *e* @me") == "a\\|b \\<x\\> \\[l\\](u) \\*e\\* &#64;me"
-    block = gate_mod.md_code_block(["echo ```x```"])
+    assert summary_mod.md("a|b <x> [l](u) *e* @me") == "a\\|b \\<x\\> \\[l\\](u) \\*e\\* &#64;me"
+    block = summary_mod.md_code_block(["echo ```x```"])
     assert block.startswith("````sh\n") and block.endswith("\n````")
-    assert gate_mod.xml_text("a\x1b[0m\x00b") == "a\ufffd[0m\ufffdb"
+    assert junit_mod.xml_text("a\x1b[0m\x00b") == "a\ufffd[0m\ufffdb"
 
 
 # ----------------------------------------------------------------------------- usage and input errors
@@ -655,19 +658,19 @@ def test_budgets_must_be_finite_and_in_range(gate: Gate, baseline: Path, tmp_pat
 
 
 def test_every_loosening_of_known_failures_is_listed(tmp_path: Path):
-    base = gate_mod.load_baseline(str(_known_baseline(tmp_path)))
-    new = gate_mod.load_baseline(str(_known_baseline(tmp_path)))
+    base = baselines_mod.load_baseline(str(_known_baseline(tmp_path)))
+    new = baselines_mod.load_baseline(str(_known_baseline(tmp_path)))
     key = next(k for k in new.entries if (k.kernel, k.dtype, k.check) == ACC)
     e = new.entries[key]
     e.verdicts["error"] = 1
-    e.known.append(gate_mod.KnownCase("rmsnorm,9x9,fp32,x=normal", "error"))
-    e.known[0] = gate_mod.KnownCase(e.known[0].case, "fail", (("y", 50.0),))
-    messages = [c.message for c in gate_mod.compare_baselines(base, new) if c.loosened]
+    e.known.append(baselines_mod.KnownCase("rmsnorm,9x9,fp32,x=normal", "error"))
+    e.known[0] = baselines_mod.KnownCase(e.known[0].case, "fail", (("y", 50.0),))
+    messages = [c.message for c in baselines_mod.compare_baselines(base, new) if c.loosened]
     assert any("now accepts error" in m for m in messages), messages
     assert any("accepts a new failing case (error)" in m for m in messages), messages
     assert any("accepts worse errors on known case" in m for m in messages), messages
     new.declarations["torch_rmsnorm"]["max_n"] = 16
-    assert any("declares max_n any → 16" in c.message for c in gate_mod.compare_baselines(base, new) if c.loosened)
+    assert any("declares max_n any → 16" in c.message for c in baselines_mod.compare_baselines(base, new) if c.loosened)
 
 
 @pytest.mark.parametrize("command", ["report", "baseline", "gate-junit", "gate-summary-results", "gate-both"])

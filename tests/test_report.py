@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from normgate.reports.charts import ratio_histogram
 from normgate.reports.commands import add_commands
-from normgate.reports.html import ratio_histogram, render_report
+from normgate.reports.html import render_report
 from normgate.reports.load import (
     LoadError,
     clean_text,
