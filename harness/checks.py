@@ -28,6 +28,7 @@ from .execution import clone as clone
 from .gpushare import GPU_MEMORY_SHARED, beyond_the_share, workers_per_gpu
 from .names import CHECKS as CHECKS  # re-exported: the checks are named in one place
 from .names import DETERMINISM as DETERMINISM
+from .names import SPEC
 from .op import Op, Tensors
 from .tolerance import compare, final_rounding
 
@@ -278,14 +279,10 @@ def identities(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult
     return run(cand, op, case, ctx)
 
 
-ALL: dict[str, Callable[[Candidate, Op, Case, Context], CheckResult]] = {
-    "accuracy": accuracy, "contract": contract, "repeat": repeat, "poisoned": poisoned,
-    "batch_invariance": batch_invariance, "identities": identities,
-}
+#: each check in names.SPECS, by its name: the function of that name above
+ALL: dict[str, Callable[[Candidate, Op, Case, Context], CheckResult]] = {name: globals()[name] for name in CHECKS}
 
 
 def budget(check: str, examples: int) -> int:
-    """Cases per check: accuracy gets the full budget, the costlier or narrower checks less."""
-    share = {"accuracy": 1.0, "contract": 0.25, "repeat": 0.25, "poisoned": 0.125, "batch_invariance": 0.25,
-             "identities": 0.25}
-    return max(1, math.ceil(examples * share[check]))
+    """Cases per check: its share (names.SPECS) of the budget."""
+    return max(1, math.ceil(examples * SPEC[check].share))

@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 
+from .names import SPECS
 from .runner import Task
 
-#: the order checks are scheduled in within a kernel: accuracy (the full budget) first, so that when
-#: a kernel's tasks are spread over several workers, its binaries are mostly built (and in the Triton
-#: cache the workers share) by the time the other checks run
-SCHEDULE = ("accuracy", "contract", "repeat", "poisoned", "batch_invariance")
+#: the order checks are scheduled in within a kernel (names.SPECS says why accuracy is first)
+SCHEDULE = tuple(s.name for s in sorted(SPECS, key=lambda s: s.schedule))
 
 #: a worker takes a share of a kernel another worker holds only when each holder would still have
 #: this many of its tasks left: below that, the newcomer's warm-up costs more than the wait

@@ -8,7 +8,7 @@ import os
 import pytest
 from conftest import normgate_cli
 
-from normgate import cli, pool, results
+from normgate import arguments, pool, results
 from normgate.names import CHECKS
 
 
@@ -60,6 +60,6 @@ def test_spawned_workers_are_pinned_to_gpus_in_turn(monkeypatch):
 
 @pytest.mark.parametrize(("device", "gpus", "expected"), [("cuda", 4, 4), ("cuda", 1, 1), ("cpu", 4, None)])
 def test_auto_is_one_worker_per_gpu(monkeypatch, device, gpus, expected):
-    monkeypatch.setattr(cli, "_gpu_count", lambda: gpus)
-    n = cli.worker_count(argparse.Namespace(workers="auto", device=device))
+    monkeypatch.setattr(arguments, "gpu_count", lambda: gpus)
+    n = arguments.worker_count(argparse.Namespace(workers="auto", device=device))
     assert n == (expected or max(1, os.cpu_count() or 1))
