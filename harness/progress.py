@@ -12,7 +12,7 @@ from collections import Counter
 def _safe(text, limit: int) -> str:
     """Kernel-provided text for the terminal or a CI log, made safe the way the gate makes it:
     one line, no terminal codes, so none can start a line (a GitHub ``::error`` command)."""
-    from normgate.reports.gate import one_line
+    from normgate.reports.text import one_line
 
     return one_line(text, limit)
 

@@ -261,7 +261,7 @@ def _write_report(results_path: str, out: str, bench) -> int:
 def print_failures(lines: list[dict], stream=sys.stderr, limit: int = 20) -> None:
     # reasons are a kernel's exception text: one line each, without terminal codes, so that none
     # can start a line of a CI log (a GitHub "::error" command) or repaint a terminal
-    from normgate.reports.gate import one_line
+    from normgate.reports.text import one_line
 
     bad = [ln for ln in lines if ln.get("type") == "result" and ln.get("verdict") in ("fail", "error")]
     # tasks that could not run were named once at the top of the run, with the fix: one line here

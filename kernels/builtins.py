@@ -121,7 +121,3 @@ for weight, bias, residual in ((True, True, False), (True, False, False), (False
     register(f"triton_layernorm{suffix}", _triton_ln, op="layernorm",
              variant=LayerNormVariant(weight=weight, bias=bias, residual=residual), **TRITON,
              description="normgate's Triton LayerNorm" + (", fused residual add" if residual else ""))
-
-# GroupNorm's candidates (kernels/groupnorm_builtins.py) have entry points of their own
-# (pyproject.toml); imported here too until every install has been redone with them
-from . import groupnorm_builtins  # noqa: E402, F401

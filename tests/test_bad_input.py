@@ -24,7 +24,8 @@ def _main(capsys, *argv: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (("run", "--device", "cpu", "--kernels", "no_such_kernel"), "unknown kernel 'no_such_kernel'"),
-    (("run", "--device", "cpu", "--ops", "convolution"), "unknown op 'convolution'; known: groupnorm, layernorm, rmsnorm"),
+    (("run", "--device", "cpu", "--ops", "convolution"),
+     "unknown op 'convolution'; known: groupnorm, layernorm, rmsnorm"),
     (("run", "--device", "cpu", "--checks", "speed"), "unknown check 'speed'"),
     (("run", "--device", "cpu", "--load", str(BROKEN / "bad_dtype.py")),
      "candidate 'broken_dtype' declares dtype 'fp8': unknown dtype 'fp8'"),
