@@ -2,9 +2,11 @@
 
 A kernel's first call in a process can cost far more than its cases: on an H200, about 60 s for a
 torch.compile candidate (Dynamo traces and Inductor compiles a graph per rank, dtype, stride pattern
-and size-1 dimension: 9 graphs in the first 18 cases of one dtype), 8.6 s for Liger-Kernel's first
-call, and seconds per block size for any Triton kernel. Handing tasks out in a fixed order made
-every worker pay that for every kernel (3.4 cases/s over 1,212 built-in tasks on 16 workers).
+and size-1 dimension: 9 graphs in the first 18 cases of one dtype, counted on the CPU), 8.6 s for
+Liger-Kernel's first call, and seconds per block size for any Triton kernel. Handing tasks out in
+a fixed order made every worker pay that for every kernel (3.4 cases/s over 1,212 built-in tasks on
+16 workers). It pays off only while a worker lives: a worker replaced after every task (worker.py's
+``left_behind`` says why that no longer happens) undid it in both H200 budget runs.
 
 The unit of work kept together is a kernel and a dtype (its checks share the binaries and graphs,
 which are built per dtype): a worker keeps to the pairs it already ran, then to other dtypes of
@@ -23,8 +25,8 @@ from .runner import Task
 #: the order checks are scheduled in within a kernel (names.SPECS says why accuracy is first)
 SCHEDULE = tuple(s.name for s in sorted(SPECS, key=lambda s: s.schedule))
 
-#: a worker takes a share of a kernel another worker holds only when each holder would still have
-#: this many of its tasks left: below that, the newcomer's warm-up costs more than the wait
+#: a worker takes a share of a (kernel, dtype) another worker holds only when each holder would
+#: still have this many of its tasks left: below that, the newcomer's warm-up costs more than the wait
 STEAL_AT = 2
 
 
