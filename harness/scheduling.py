@@ -5,8 +5,9 @@ torch.compile candidate (Dynamo traces and Inductor compiles a graph per rank, d
 and size-1 dimension: 9 graphs in the first 18 cases of one dtype, counted on the CPU), 8.6 s for
 Liger-Kernel's first call, and seconds per block size for any Triton kernel. Handing tasks out in
 a fixed order made every worker pay that for every kernel (3.4 cases/s over 1,212 built-in tasks on
-16 workers). It pays off only while a worker lives: a worker replaced after every task (worker.py's
-``left_behind`` says why that no longer happens) undid it in both H200 budget runs.
+16 workers). It pays off only while a worker lives: in both H200 budget runs, workers replaced
+after the tasks of Liger-Kernel and torch.compile undid it, until what a task leaves behind stopped
+retiring its worker (worker.py).
 
 The unit of work kept together is a kernel and a dtype (its checks share the binaries and graphs,
 which are built per dtype): a worker keeps to the pairs it already ran, then to other dtypes of
