@@ -7,6 +7,8 @@ in PyTorch eager and are the "no worse than eager" yardstick of the report.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .references import resolve_eps
@@ -115,3 +117,25 @@ def group_norm_eager(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
     if bias is not None:
         y = y + bias.float().reshape(1, c, 1)
     return y.reshape(x.shape).to(x.dtype)
+
+
+def compiled(fn):
+    """torch.compile of a baseline, compiled on its first call (the GPU candidates: importing the
+    registry must not start Dynamo)."""
+
+    @functools.cache
+    def build():
+        import torch._dynamo
+
+        # Many shapes and dtypes: without a raised limit, dynamo silently falls back to eager.
+        for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                     "accumulated_cache_size_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 4096)
+        return torch.compile(fn, dynamic=True)
+
+    @functools.wraps(fn)
+    def call(*args):
+        return build()(*args)
+
+    return call

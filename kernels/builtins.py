@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 
-from normgate.candidates import register
+from normgate.candidates import ALL_DTYPES, register
 from normgate.properties.layernorm import LayerNormVariant
 from normgate.properties.rmsnorm import RMSNormVariant
 
 from . import baselines as B
 
-ALL = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
+ALL = ALL_DTYPES
 # PyTorch's CUDA reductions (eager and Inductor's) choose how to split a row by the shape of the
 # whole tensor, so a row's bits can change with the batch size: on an H200, `normgate replay
 # 'eager_layernorm@batch_invariance:layernorm,2x16384,fp32,x=normal,dy=normal,w=normal,eps=1e-06,contiguous,seed=0'
@@ -56,29 +56,10 @@ register("torch_layer_norm_plain", B.torch_layer_norm, op="layernorm",
 
 
 # ---- torch.compile (GPU) ----------------------------------------------------------------------
-def _compiled(fn):
-    @functools.cache
-    def compiled():
-        import torch._dynamo
-
-        # Many shapes and dtypes: without a raised limit, dynamo silently falls back to eager.
-        for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
-                     "accumulated_cache_size_limit"):
-            if hasattr(torch._dynamo.config, knob):
-                setattr(torch._dynamo.config, knob, 4096)
-        return torch.compile(fn, dynamic=True)
-
-    @functools.wraps(fn)
-    def call(*args):
-        return compiled()(*args)
-
-    return call
-
-
-register("compile_hf_llama_rmsnorm", _compiled(B.hf_llama_rmsnorm), op="rmsnorm",
+register("compile_hf_llama_rmsnorm", B.compiled(B.hf_llama_rmsnorm), op="rmsnorm",
          variant=RMSNormVariant(casting="llama", offset=0.0, out="promote"), dtypes=ALL, eps_none=False,
          devices=("cuda",), **PYTORCH, description="torch.compile of the HF Llama eager module")
-register("compile_layernorm", _compiled(B.layer_norm_eager), op="layernorm", variant=LayerNormVariant(),
+register("compile_layernorm", B.compiled(B.layer_norm_eager), op="layernorm", variant=LayerNormVariant(),
          dtypes=ALL, eps_none=False, devices=("cuda",), **PYTORCH, description="torch.compile of eager LayerNorm")
 
 

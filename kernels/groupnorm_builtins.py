@@ -4,39 +4,18 @@ torch.compile (CUDA), and our Triton kernel. Every one takes ``fn(x, num_groups,
 
 from __future__ import annotations
 
-import functools
-
 import torch.nn.functional as F
 
-from normgate.candidates import register
+from normgate.candidates import ALL_DTYPES, register
 from normgate.properties.groupnorm import GroupNormVariant
 
-from .baselines import group_norm_eager
+from .baselines import compiled, group_norm_eager
 
-ALL = ("fp32", "bf16", "fp16", "bf16/fp32", "fp16/fp32")
+ALL = ALL_DTYPES
 
 
 def torch_group_norm(x, num_groups, weight, bias, eps):
     return F.group_norm(x, num_groups, weight, bias, eps)
-
-
-def _compiled(fn):
-    @functools.cache
-    def compiled():
-        import torch._dynamo
-
-        # many shapes and dtypes: without a raised limit, dynamo silently falls back to eager
-        for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
-                     "accumulated_cache_size_limit"):
-            if hasattr(torch._dynamo.config, knob):
-                setattr(torch._dynamo.config, knob, 4096)
-        return torch.compile(fn, dynamic=True)
-
-    @functools.wraps(fn)
-    def call(*args):
-        return compiled()(*args)
-
-    return call
 
 
 def triton_group_norm(x, num_groups, weight, bias, eps):
@@ -51,7 +30,7 @@ PYTORCH = dict(batch_invariant=False)
 
 register("eager_groupnorm", group_norm_eager, variant=GroupNormVariant(), dtypes=ALL,
          **PYTORCH, description="eager GroupNorm in float32, two-pass variance, one cast at the end")
-register("compile_groupnorm", _compiled(group_norm_eager), variant=GroupNormVariant(), dtypes=ALL,
+register("compile_groupnorm", compiled(group_norm_eager), variant=GroupNormVariant(), dtypes=ALL,
          eps_none=False, devices=("cuda",), **PYTORCH, description="torch.compile of eager GroupNorm")
 # PyTorch's CPU group_norm backward for bf16 and fp16 parameters is not computed in float32 (dx
 # off by ~1,000x the bound: `normgate replay 'torch_group_norm_cpu@accuracy:groupnorm,1x2,bf16,x=normal,
