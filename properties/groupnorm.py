@@ -33,7 +33,7 @@ from normgate.kernels.references import F64, groupnorm_backward, groupnorm_forwa
 from normgate.op import Claim, Expected, Identity, Op, Profile, Scaling, Tensors, Variant, register_op
 
 from . import strategies as S
-from .norm import ELEMENTWISE_STEPS, GRAD_PAD, NORM_CLAIMS, _bias_regime
+from .norm import ELEMENTWISE_STEPS, GRAD_PAD, NORM_CLAIMS, _bias_regime, directional_identities
 
 #: the norms' claims (strided: samples in a padded buffer; eps_none, eps_values, full_range), less
 #: the row width, plus the smallest group a candidate takes
@@ -255,30 +255,13 @@ class GroupNormOp(Op):
         err = 2 * bound(Expected(dx.abs().reshape(exp.value.shape), exp.magnitude, exp.steps, exp.internal,
                                  exp.intermediate, exp.dtype, exp.floor), rounding).reshape(n_rows, length)
         keep = torch.isfinite(err).all(-1) & torch.isfinite(dx).all(-1)
-        u64 = dtypes.unit_roundoff(F64)
         r3 = eps * stats.rstd ** 3
         ones, zero = torch.ones_like(stats.rstd), torch.zeros_like(stats.rstd)
         directions = [("sum(dx)", ones, zero, zero, zero),
                       ("dx.xhat", stats.xhat, stats.xhat_mag, r3 * (g * stats.xhat).sum(-1, keepdim=True),
                        r3 * (g.abs() * stats.xhat_mag).sum(-1, keepdim=True))]
-        out = []
-        for name, v, v_err, target, target_mag in directions:
-            v = v.expand_as(dx)
-            measured = (dx * v).sum(-1)
-            limit = (err * v.abs()).sum(-1) + 4 * (length + 8) * u64 * ((dx.abs() * v_err.expand_as(dx)).sum(-1)
-                                                                         + target_mag.reshape(-1))
-            miss = (measured - target.reshape(-1)).abs()
-            ratio = torch.where(limit > 0, miss / limit, torch.where(miss > 0, float("inf"), 0.0))
-            ratio = torch.nan_to_num(ratio, nan=float("inf"))[keep]
-            if not ratio.numel():
-                continue
-            r = int(ratio.argmax())
-            row = int(keep.nonzero()[r])
-            out.append(Identity(name, float(ratio[r]),
-                                f"sample {row // geo.groups}, group {row % geo.groups}: {float(measured[row]):.6g}, "
-                                f"expected {float(target.reshape(-1)[row]):.6g} within {float(limit[row]):.3g} "
-                                f"(error/bound {float(ratio[r]):.3g})"))
-        return out
+        return directional_identities(dx, err, keep, directions,
+                                      lambda row: f"sample {row // geo.groups}, group {row % geo.groups}")
 
     def scalings(self, variant, case: Case) -> list[Scaling]:
         # y and dx are homogeneous of degree 1 in (weight, bias), dW and dB of degree 0

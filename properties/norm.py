@@ -453,24 +453,7 @@ class NormOp(Op):
         keep = torch.isfinite(err).all(-1) & torch.isfinite(dx).all(-1)
         if exp.defined is not None:
             keep &= exp.defined.expand_as(dx).all(-1)
-        u64 = dtypes.unit_roundoff(F64)
-        out = []
-        for name, v, v_err, target, target_mag in self.row_directions(stats, g, eps):
-            v = v.expand_as(dx)
-            measured = (dx * v).sum(-1)
-            limit = (err * v.abs()).sum(-1) + 4 * (n + 8) * u64 * ((dx.abs() * v_err.expand_as(dx)).sum(-1)
-                                                                    + target_mag.reshape(-1))
-            miss = (measured - target.reshape(-1)).abs()
-            ratio = torch.where(limit > 0, miss / limit, torch.where(miss > 0, float("inf"), 0.0))
-            ratio = torch.nan_to_num(ratio, nan=float("inf"))[keep]
-            if not ratio.numel():
-                continue
-            r = int(ratio.argmax())
-            row = int(keep.nonzero()[r])
-            out.append(Identity(name, float(ratio[r]),
-                                f"row {row}: {float(measured[row]):.6g}, expected {float(target.reshape(-1)[row]):.6g} "
-                                f"within {float(limit[row]):.3g} (error/bound {float(ratio[r]):.3g})"))
-        return out
+        return directional_identities(dx, err, keep, self.row_directions(stats, g, eps), lambda row: f"row {row}")
 
     def scalings(self, variant, case: Case) -> list[Scaling]:
         # y and dx are homogeneous of degree 1 in (weight, bias), dW and dB of degree 0, h of 0.
@@ -526,6 +509,33 @@ class NormOp(Op):
             )
 
         return draw_case()
+
+
+def directional_identities(dx: torch.Tensor, err: torch.Tensor, keep: torch.Tensor, directions,
+                           where: Callable[[int], str]) -> list[Identity]:
+    """Per row of ``dx`` (a row, or a group), each identity dx . v = target of ``directions``
+    (name, v, its error, target, the target's magnitude), within the accuracy bound ``err`` at the
+    candidate's own dx summed along v plus float64's rounding of the sums; the worst row of each,
+    among the rows ``keep`` selects, named by ``where(row)``."""
+    length = dx.shape[-1]
+    u64 = dtypes.unit_roundoff(F64)
+    out = []
+    for name, v, v_err, target, target_mag in directions:
+        v = v.expand_as(dx)
+        measured = (dx * v).sum(-1)
+        limit = (err * v.abs()).sum(-1) + 4 * (length + 8) * u64 * ((dx.abs() * v_err.expand_as(dx)).sum(-1)
+                                                                     + target_mag.reshape(-1))
+        miss = (measured - target.reshape(-1)).abs()
+        ratio = torch.where(limit > 0, miss / limit, torch.where(miss > 0, float("inf"), 0.0))
+        ratio = torch.nan_to_num(ratio, nan=float("inf"))[keep]
+        if not ratio.numel():
+            continue
+        r = int(ratio.argmax())
+        row = int(keep.nonzero()[r])
+        out.append(Identity(name, float(ratio[r]),
+                            f"{where(row)}: {float(measured[row]):.6g}, expected {float(target.reshape(-1)[row]):.6g} "
+                            f"within {float(limit[row]):.3g} (error/bound {float(ratio[r]):.3g})"))
+    return out
 
 
 @st.composite
