@@ -49,6 +49,16 @@ def median_us(g: torch.cuda.CUDAGraph, warmup_ms: int | None = None, rep_ms: int
     return 1e3 * triton.testing.do_bench(g.replay, warmup=warmup, rep=rep, return_mode="median")
 
 
+def step_us(step: Callable[[], object]) -> float:
+    """Median microseconds of one step, captured in a CUDA graph and replayed; the graph is freed
+    after (ceiling.measure's and the drivers' timer)."""
+    g = capture(step)
+    try:
+        return median_us(g)
+    finally:
+        del g
+
+
 def release() -> None:
     gc.collect()
     if torch.cuda.is_available():  # the drivers' CPU tests run without one

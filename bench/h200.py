@@ -212,15 +212,8 @@ def main() -> None:
             with open(os.path.join(args.out, "h200.md"), "w") as md:
                 md.write(summarize.tables(sink.rows) + "\n")
 
-        def time_us(step):
-            g = T.capture(step)
-            try:
-                return T.median_us(g)
-            finally:
-                del g
-
         T.REP_MS = max(20, args.rep_ms // 2)
-        ceilings = run_ceilings(sink, budget, time_us, gpu) if "ceiling" in phases else {}
+        ceilings = run_ceilings(sink, budget, T.step_us, gpu) if "ceiling" in phases else {}
         if "table" in phases:
             T.REP_MS = args.rep_ms
             keep = args.sweep_s if "sweep" in phases else 0.0

@@ -39,14 +39,7 @@ def _record(benchmark, g, info):
 
 @functools.cache
 def _ceiling(nbytes: int) -> CEIL.Ceiling:
-    def time_us(step):
-        g = T.capture(step)
-        try:
-            return T.median_us(g)
-        finally:
-            del g
-
-    c = CEIL.measure(nbytes, time_us)
+    c = CEIL.measure(nbytes, T.step_us)
     T.release()
     return c
 
