@@ -263,12 +263,7 @@ class ModuleKernel:
         import torch
 
         sem = self.sem
-        if sem.op == "rmsnorm":
-            weight, eps, *rest = args
-            params = {"weight": weight}
-        else:
-            weight, bias, eps, *rest = args
-            params = {"weight": weight, "bias": bias}
+        params, eps, rest = _case_args(sem.op, args)
         params = {k: v for k, v in params.items() if v is not None}
         if self.fixed_eps is not _FIXED and eps != self.fixed_eps:
             raise ValueError(f"this kernel computes with eps={self.fixed_eps} only (its eps cannot be set per call); "
@@ -300,13 +295,7 @@ class FunctionKernel:
         self.names = _roles(fn, self.ROLES)
 
     def __call__(self, x, *args):
-        sem = self.sem
-        if sem.op == "rmsnorm":
-            weight, eps, *rest = args
-            vals = {"weight": weight}
-        else:
-            weight, bias, eps, *rest = args
-            vals = {"weight": weight, "bias": bias}
+        vals, eps, rest = _case_args(self.sem.op, args)
         if rest:
             vals["residual"] = rest[0]
         if self.fixed_eps is not _FIXED:
@@ -316,6 +305,16 @@ class FunctionKernel:
             vals["eps"] = eps
         kw = {self.names[k]: v for k, v in vals.items() if k in self.names}
         return self.fn(x, **kw, **self.kwargs)
+
+
+def _case_args(op: str, args: tuple) -> tuple[dict[str, Any], Any, list]:
+    """The parameters (by name), eps and what follows (the residual) of a norm case's call after x:
+    (weight, eps, ...) for RMSNorm, (weight, bias, eps, ...) for LayerNorm."""
+    if op == "rmsnorm":
+        weight, eps, *rest = args
+        return {"weight": weight}, eps, rest
+    weight, bias, eps, *rest = args
+    return {"weight": weight, "bias": bias}, eps, rest
 
 
 def _roles(fn: Callable, roles: dict[str, tuple[str, ...]]) -> dict[str, str]:
