@@ -18,6 +18,10 @@ SHOWN = {  # metric -> column
     "sm__warps_active.avg.pct_of_peak_sustained_active": "warps active %",
     "l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum": "spill loads",
     "l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum": "spill stores",
+    "lts__t_sector_hit_rate.pct": "L2 hit %",
+    "smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio": "long-scoreboard stalls",
+    "smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio": "barrier stalls",
+    "launch__grid_size": "grid",
 }
 SKIPPED = ("distribution_", "elementwise_kernel", "vectorized_elementwise")  # the inputs' randn
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -74,6 +75,12 @@ def fwd_cands(n: int) -> list[Cand]:
         if chunk < n:
             for warps in (8, 16):
                 out.append(Cand(f"looped chunk={chunk} warps={warps}", fwd=C(chunk, 1, warps, looped=True)))
+    # the looped path with L2 eviction hints: the first pass keeps the row in L2, the second drops it
+    for chunk, warps_tried in ((2048, (4, 8)), (4096, (4, 8, 16)), (8192, (8, 16)), (16384, (16,))):
+        if chunk < n:
+            for warps in warps_tried:
+                out.append(Cand(f"looped evict chunk={chunk} warps={warps}",
+                                fwd=C(chunk, 1, warps, looped=True, evict=True)))
     return out
 
 
@@ -277,6 +284,13 @@ def run(sink, budget, md_path: str, rounds: int = 2, device: torch.device | None
     dev = device or torch.device("cuda")
     summary: list[dict] = []
     todo = targets() if todo is None else todo
+    # SWEEP_ONLY / SWEEP_CANDS: comma-separated words a target's name / a candidate's label must
+    # contain (a follow-up call that times only what an earlier one left open)
+    only = [w for w in os.environ.get("SWEEP_ONLY", "").split(",") if w]
+    words = [w for w in os.environ.get("SWEEP_CANDS", "").split(",") if w]
+    todo = [t for t in todo if not only or any(w in t.name for w in only)]
+    if words:
+        todo = [dataclasses.replace(t, cands=[c for c in t.cands if any(w in c.label for w in words)]) for t in todo]
     for i, t in enumerate(todo):
         if budget.spent():
             print(f"sweep: budget spent, left out: {[x.name for x in todo[i:]]}", flush=True)

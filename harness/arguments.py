@@ -161,7 +161,8 @@ def checks_of(args) -> list[str]:
 
 def check_limits(args) -> None:
     for flag, value in (("--examples", args.examples), ("--timeout", args.timeout),
-                        ("--kernel-timeout", args.kernel_timeout)):
+                        ("--kernel-timeout", args.kernel_timeout),
+                        ("--time-limit", getattr(args, "time_limit", None))):
         if value is not None and not value > 0:
             raise UsageError(f"{flag} {value:g}: must be greater than 0")
 

@@ -24,13 +24,13 @@ from .execution import Context as Context
 from .execution import MissingGradient as MissingGradient
 from .execution import WrongShape as WrongShape
 from .execution import _beyond, execute, reference
-from .execution import clone as clone
 from .gpushare import GPU_MEMORY_SHARED, beyond_the_share, workers_per_gpu
+from .memory import clone as clone
 from .names import CHECKS as CHECKS  # re-exported: the checks are named in one place
 from .names import DETERMINISM as DETERMINISM
 from .names import SPEC
 from .op import Op, Tensors
-from .tolerance import compare, final_rounding
+from .tolerance import compare, final_rounding, surely_finite
 
 OUT_OF_MEMORY = "out of memory: "
 # A check that ran out of memory is run again this many times, after the process returned its
@@ -168,7 +168,8 @@ def contract(cand: Candidate, op: Op, case: Case, ctx: Context) -> CheckResult:
             problems.append(f"{name} on {t.device}, expected {ctx.device}")
         t = exp.pick(t)  # a huge case: the items its reference covers
         if t.numel() == exp.value.numel():
-            should_be_finite = torch.isfinite(exp.value.to(exp.dtype))
+            rounding = final_rounding(exp.dtype, ctx.interpreter and cand.triton)
+            should_be_finite = torch.isfinite(exp.value.to(exp.dtype)) & surely_finite(exp, rounding)
             if exp.defined is not None:
                 should_be_finite &= exp.defined.expand_as(should_be_finite)
             should_be_finite = should_be_finite.reshape(-1).cpu()

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "core on cpu); 0 = run in this process, without isolation")
     sp.add_argument("--timeout", type=float, default=300.0, help="seconds one case may run (default 300)")
     sp.add_argument("--kernel-timeout", type=float, default=None, help="seconds one task may run")
+    sp.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="stop the run after this many seconds, as an interrupt does (results so far kept, "
+                    "summary marked interrupted, --resume finishes it), but exit by the verdicts: a CI "
+                    "job's budget")
     sp.add_argument("--report", metavar="HTML", help="also write the HTML report")
     sp.add_argument("--bench", action="append", metavar="JSON", help="pytest-benchmark JSON for the report")
     sp.set_defaults(func=cmd_run)

@@ -12,6 +12,7 @@ import torch
 from . import guards
 from .candidates import Candidate
 from .case import Case
+from .memory import clone
 from .op import Op, Tensors
 
 BEYOND = "beyond"
@@ -66,12 +67,6 @@ def reference(cand: Candidate, op: Op, inputs: Tensors, case: Case):
     expected = op.reference(inputs, case, cand.variant, backward=cand.backward)
     return {k: e for k, e in expected.items()
             if not (k.startswith("d") and k[1:] in op.differentiable and not _wants_grad(cand, k[1:]))}
-
-
-def clone(t: torch.Tensor) -> torch.Tensor:
-    """A copy with the same strides, so a strided layout survives (``clone`` may compact it)."""
-    out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
-    return out.copy_(t)
 
 
 def execute(cand: Candidate, op: Op, case: Case, inputs: Tensors, backward: bool = True,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import memory
+
 BAND_BYTES = 4096
 #: sentinel bits by element size: a quiet NaN with payload 0xA5... in fp16, bf16, fp32 and fp64
 SENTINEL = {1: 0xA5, 2: 0x7FA5, 4: 0x7FA5A5A5, 8: 0x7FF5A5A5A5A5A5A5}
@@ -81,12 +83,12 @@ def place(name: str, t: torch.Tensor) -> tuple[torch.Tensor, Guard | None]:
     Tensors whose strides do not describe a dense-or-padded layout (negative, zero or
     overlapping strides) are copied as they are, unguarded."""
     if t.numel() == 0 or any(s < 0 for s in t.stride()) or t.element_size() not in _INT:
-        return _plain(t), None
+        return memory.clone(t), None
     size = t.element_size()
     band = BAND_BYTES // size
     span = 1 + sum((d - 1) * s for d, s in zip(t.shape, t.stride(), strict=True))
     if span < t.numel():  # overlapping (a zero stride: an expanded tensor)
-        return _plain(t), None
+        return memory.clone(t), None
     buf = torch.empty(band + span + band, dtype=t.dtype, device=t.device)
     bits = buf.view(_INT[size])
     sentinel = SENTINEL[size]
@@ -100,10 +102,6 @@ def place(name: str, t: torch.Tensor) -> tuple[torch.Tensor, Guard | None]:
         gaps = ~covered
     return view, Guard(name, bits, band, span, gaps, sentinel)
 
-
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
-    return out.copy_(t)
 
 
 def verify(guards: list[Guard | None]) -> None:

@@ -39,8 +39,13 @@ def _power(case: Case) -> int:
 
 
 def _scaled_exactly(t: torch.Tensor, k: int) -> torch.Tensor | None:
-    """``t * 2**k`` when that is exact for every element (no overflow, no bits lost to subnormals)."""
-    s = t * (2.0 ** k)
+    """``t * 2**k`` when that is exact for every element (no overflow, no bits lost to subnormals),
+    in ``t``'s layout. A compacted copy of a strided input would change the row stride, and Triton
+    compiles another binary for another stride (divisible by 16 or not, or 1), whose loads may
+    split the row over the threads differently and so sum it in another order: on an H200 that
+    changed dx in the last bit and failed the scaling on five of normgate's kernels (and its
+    GroupNorm) where the arithmetic was exact."""
+    s = memory.clone(t).mul_(2.0 ** k)
     if not bool(torch.isfinite(s).eq(torch.isfinite(t)).all()):
         return None
     back = s * (2.0 ** -k)

@@ -100,3 +100,9 @@ def poison(device: str, run: int) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     del blocks
+
+
+def clone(t: torch.Tensor) -> torch.Tensor:
+    """A copy with the same strides, so a strided layout survives (``clone`` may compact it)."""
+    out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+    return out.copy_(t)

@@ -96,17 +96,28 @@ def cmd_run(args) -> int:
     # Ctrl-C (SIGINT) and a CI job's cancel (SIGTERM) end the run the same way: workers stopped,
     # a summary marked interrupted, exit 128 + the signal's number. Workers run in sessions of
     # their own, so only this process sees the signal and the stop is orderly.
+    # --time-limit is the same stop, by a timer (SIGALRM), but the exit then follows the verdicts.
+    time_limit = getattr(args, "time_limit", None)
     stopped_by: list[int] = []
-    previous_term = None
+    previous: dict[int, object] = {}
 
     def on_term(signum, frame) -> None:
         stopped_by.append(signum)
-        signal.signal(signum, previous_term)  # a second SIGTERM ends the process at once
+        signal.signal(signum, previous[signum])  # a second SIGTERM ends the process at once
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
-        previous_term = signal.signal(signal.SIGTERM, on_term)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
+        if time_limit:
+            previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_term)
+            signal.setitimer(signal.ITIMER_REAL, time_limit)
+    elif time_limit:
+        raise UsageError("--time-limit needs the run in the main thread (it uses a timer signal)")
     interrupted = False
+
+    def timed_out() -> bool:
+        return bool(stopped_by) and stopped_by[0] == signal.SIGALRM
+
     try:
         if workers == 0:
             from .worker import pin_generation
@@ -133,8 +144,11 @@ def cmd_run(args) -> int:
             Pool(opts, writer.write, progress.event).run(tasks_todo)
     except KeyboardInterrupt:
         interrupted = True
-        name = signal.Signals(stopped_by[0]).name if stopped_by else "SIGINT"
-        print(f"\nnormgate: interrupted ({name}); results so far are in {args.out}; to finish the run, "
+        if timed_out():
+            why = f"stopped at the time limit of {time_limit:g} s"
+        else:
+            why = f"interrupted ({signal.Signals(stopped_by[0]).name if stopped_by else 'SIGINT'})"
+        print(f"\nnormgate: {why}; results so far are in {args.out}; to finish the run, "
               f"repeat the command with --resume {args.out} (same selection, seed and --examples)",
               file=sys.stderr)
     except WorkerSetupError as e:
@@ -144,11 +158,15 @@ def cmd_run(args) -> int:
         raise UsageError(e.strerror or str(e)) from None
     finally:
         progress.close()
-        if previous_term is not None and not stopped_by:
-            signal.signal(signal.SIGTERM, previous_term)
+        if signal.SIGALRM in previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in previous.items():
+            if signum not in stopped_by:
+                signal.signal(signum, handler)
     try:
+        limit = {"time_limit_s": time_limit} if timed_out() else {}
         writer.write(results.summarize(writer.counts, writer.cases, interrupted=interrupted,
-                                       elapsed_s=round(time.monotonic() - t0, 2)))
+                                       elapsed_s=round(time.monotonic() - t0, 2), **limit))
         writer.close()
         if not interrupted:
             results.canonicalize(args.out, [t.id for t in tasks])
@@ -170,7 +188,7 @@ def cmd_run(args) -> int:
         code = _write_report(args.out, args.report, args.bench)
         if code:
             return code
-    if interrupted:
+    if interrupted and not timed_out():
         return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
     return 1 if (c["fail"] or c["error"]) else 0
 

@@ -10,9 +10,13 @@ after the tasks of Liger-Kernel and torch.compile undid it, until what a task le
 retiring its worker (worker.py).
 
 The unit of work kept together is a kernel and a dtype (its checks share the binaries and graphs,
-which are built per dtype): a worker keeps to the pairs it already ran, then to other dtypes of
-kernels it has warm, then takes a pair nobody holds; only when nothing else is left does it take a
-share of a pair another worker holds, and only where that pair has work enough to split.
+which are built per dtype): a worker keeps to the pairs it already ran; then it starts a kernel no
+worker has started yet, so that every kernel is under way early (a run stopped by --time-limit or a
+CI job's cancel has checked every kernel, not the first few in full: the H200 budget run before this
+rule spent its 300 s on torch.compile's and Liger-Kernel's dtypes and never reached normgate's own
+kernels); then another dtype of a kernel it has warm, then any pair nobody holds; only when nothing
+else is left does it take a share of a pair another worker holds, and only where that pair has work
+enough to split.
 """
 
 from __future__ import annotations
@@ -69,7 +73,11 @@ class TaskQueue:
             if self._groups.get(group):
                 return self._groups[group].popleft()
         kernels = {k for k, _ in warm}
+        started = {k for (k, _), holders in held.items() if holders} | kernels
         free = [g for g, q in self._groups.items() if q and not held.get(g)]
+        for group in free:  # breadth first: a kernel nobody has started
+            if group[0] not in started:
+                return self._groups[group].popleft()
         for group in free:  # another dtype of a kernel it has loaded and warmed up
             if group[0] in kernels:
                 return self._groups[group].popleft()

@@ -77,6 +77,12 @@ class Config:
     split: bool = False  # backward: column blocks, row dot products from a first kernel
     dot_rows: int = 1  # split path, first kernel: rows per program
     dot_warps: int = 8  # split path, first kernel: num_warps
+    evict: bool = False  # forward, looped: the first pass keeps the row in L2 for the second, which drops it
+
+    @property
+    def policies(self) -> tuple[str, str]:
+        """(first pass, second pass) L2 eviction policies of the looped forward's loads."""
+        return ("evict_last", "evict_first") if self.evict else ("", "")
 
 
 # Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/results/tune-h100.log and
@@ -282,13 +288,14 @@ def narrow(v, DT: tl.constexpr):
 
 
 @triton.jit
-def fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES: tl.constexpr):
-    """Raw (x, residual) tiles of ``rows``; rows >= M are masked (no memory traffic)."""
+def fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES: tl.constexpr, POLICY: tl.constexpr):
+    """Raw (x, residual) tiles of ``rows``; rows >= M are masked (no memory traffic). POLICY: the
+    loads' L2 eviction policy ("" for the default)."""
     mask = (rows < M)[:, None] & cmask[None, :]
     rows = rows.to(tl.int64)  # M * stride may pass 2^31
-    x = tl.load(tile(X, rows, cols, stride_x), mask=mask, other=0.0)
+    x = tl.load(tile(X, rows, cols, stride_x), mask=mask, other=0.0, eviction_policy=POLICY)
     if HAS_RES:
-        return x, tl.load(tile(R, rows, cols, stride_r), mask=mask, other=0.0)
+        return x, tl.load(tile(R, rows, cols, stride_r), mask=mask, other=0.0, eviction_policy=POLICY)
     return x, x
 
 

@@ -55,8 +55,10 @@ def _ln_fwd(
     M, N, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_STATS: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+    KEEP: tl.constexpr, DROP: tl.constexpr,
 ):
-    """One program per tile of ROWS rows."""
+    """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
+    and second pass (``Config.policies``)."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     if LOOPED:  # one tile of rows per program, the row in chunks: statistics first, then y
@@ -69,7 +71,7 @@ def _ln_fwd(
             c = c0 + cols
             cmask = c < N
             mask = rmask[:, None] & cmask[None, :]
-            x, r = fetch_x(X, R, rows, M, c, cmask, stride_x, stride_r, HAS_RES)
+            x, r = fetch_x(X, R, rows, M, c, cmask, stride_x, stride_r, HAS_RES, KEEP)
             h = make_h(x, r, H, r64, c, mask, stride_h, HAS_RES, ODD)
             # Chan et al.: merge (c0 elements, mean, m2) with this chunk's (nb, mb, m2b), each
             # chunk's m2b two-pass about its own mean: stable for any offset of the row
@@ -86,9 +88,9 @@ def _ln_fwd(
             cmask = c < N
             mask = rmask[:, None] & cmask[None, :]
             if HAS_RES:  # this program's own stores, same thread per element: visible
-                h = tl.load(tile(H, r64, c, stride_h), mask=mask, other=0.0)
+                h = tl.load(tile(H, r64, c, stride_h), mask=mask, other=0.0, eviction_policy=DROP)
             else:
-                h = tl.load(tile(X, r64, c, stride_x), mask=mask, other=0.0)
+                h = tl.load(tile(X, r64, c, stride_x), mask=mask, other=0.0, eviction_policy=DROP)
             w, b = _params(W, B, c, cmask, HAS_W, HAS_B)
             y = _affine((h.to(tl.float32) - mean[:, None]) * rstd[:, None], w, b, HAS_W, HAS_B)
             tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
@@ -98,7 +100,7 @@ def _ln_fwd(
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
         cmask = cols < N
-        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES)
+        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES, "")
         rmask = rows < M
         mask = rmask[:, None] & cmask[None, :]
         r64 = rows.to(tl.int64)
@@ -248,6 +250,7 @@ def _forward(x2, weight, bias, r2, eps, want_stats):
         HAS_W=weight is not None, HAS_B=bias is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_STATS=want_stats, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
+        KEEP=cfg.policies[0], DROP=cfg.policies[1],
         num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, mean, rstd

@@ -85,8 +85,10 @@ def _rms_fwd(
     M, N, eps, offset,
     CASTING: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_RSTD: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+    KEEP: tl.constexpr, DROP: tl.constexpr,
 ):
-    """One program per tile of ROWS rows."""
+    """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
+    and second pass (``Config.policies``)."""
     XDT = X.dtype.element_ty
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -97,7 +99,7 @@ def _rms_fwd(
         sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
         for c0 in range(0, N, BLOCK_N):
             c = c0 + cols
-            x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES)
+            x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, KEEP)
             mask = rmask[:, None] & (c < N)[None, :]
             h = make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
             s, s_x = _sums(h, CASTING, XDT)
@@ -112,9 +114,9 @@ def _rms_fwd(
             # the second pass re-reads h: this program's own stores when there is a residual
             # (same tile shape, so the same thread wrote each element: visible)
             if HAS_RES:
-                h = tl.load(tile(H, r64, c, stride_h), mask=mask, other=0.0)
+                h = tl.load(tile(H, r64, c, stride_h), mask=mask, other=0.0, eviction_policy=DROP)
             else:
-                h = tl.load(tile(X, r64, c, stride_x), mask=mask, other=0.0)
+                h = tl.load(tile(X, r64, c, stride_x), mask=mask, other=0.0, eviction_policy=DROP)
             w = offset
             if HAS_W:
                 w = _weight(W, c, cmask, offset, CASTING, XDT)
@@ -125,7 +127,7 @@ def _rms_fwd(
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
         cmask = cols < N
-        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES)
+        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES, "")
         rmask = rows < M
         mask = rmask[:, None] & cmask[None, :]
         r64 = rows.to(tl.int64)
@@ -261,6 +263,7 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
         CASTING=_CASTING[casting], HAS_W=weight is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_RSTD=want_rstd, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
+        KEEP=cfg.policies[0], DROP=cfg.policies[1],
         num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, rstd

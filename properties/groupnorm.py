@@ -249,7 +249,7 @@ class GroupNormOp(Op):
         dy = _rows(inputs["grad:y"])
         w = inputs.get("weight")
         w_el = (w.detach().to(F64).reshape(1, -1, 1).expand(dy.shape[0], -1, geo.hw) if w is not None
-                else torch.ones((1, 1, 1), dtype=F64))
+                else torch.ones((1, 1, 1), dtype=F64, device=dy.device))
         g = (dy.reshape(dy.shape[0], geo.channels, -1) * w_el).reshape(n_rows, length)
         dx = got["dx"].detach().to(F64).reshape(n_rows, length).to(exp.magnitude.device)
         err = 2 * bound(Expected(dx.abs().reshape(exp.value.shape), exp.magnitude, exp.steps, exp.internal,

@@ -14,8 +14,9 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu
 command -v compute-sanitizer >/dev/null && echo "compute-sanitizer: $(command -v compute-sanitizer)" | tee -a "$out/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
 start=$(date +%s.%N)
-timeout -s TERM "${LIMIT:-300}" normgate run --device cuda --examples "$examples" --workers "$workers" \
-  --out "$out/all.jsonl" --report "$out/all.html" 2> "$out/all.log"
+# the run's own --time-limit stops it (results kept, report written); timeout is only the backstop
+timeout -s TERM $(( ${LIMIT:-300} + 60 )) normgate run --device cuda --examples "$examples" --workers "$workers" \
+  --time-limit "${LIMIT:-300}" --out "$out/all.jsonl" --report "$out/all.html" 2> "$out/all.log"
 echo "all: rc $? wall $(python3 -c "import time; print(round(time.time() - $start, 1))") s" | tee "$out/times.txt"
 tail -6 "$out/all.log"
 gzip -kf "$out/all.jsonl"

@@ -73,9 +73,23 @@ def test_a_worker_keeps_to_the_kernel_and_dtype_it_holds_warm():
     mine = [queue.take([("a", "bf16")], {("a", "bf16"): 1}) for _ in range(3)]
     assert [(t.kernel, t.dtype, t.check) for t in mine] == [("a", "bf16", c)
                                                           for c in ("accuracy", "repeat", "poisoned")]
-    # that pair done: another dtype of the kernel it has warm, before a kernel it has not
-    assert queue.take([("a", "bf16")], {("a", "bf16"): 1}).dtype == "fp32"
-    assert queue.take([("a", "bf16")], {("a", "bf16"): 1, ("a", "fp32"): 1}).kernel == "b"
+    # that pair done: a kernel nobody has started comes first (breadth), then another dtype of the
+    # kernel it has warm, before a dtype of a kernel another worker started
+    assert queue.take([("a", "bf16")], {("a", "bf16"): 1}).kernel == "b"
+    assert queue.take([("a", "bf16")], {("a", "bf16"): 1, ("b", "fp32"): 1}).dtype == "fp32"
+
+
+def test_every_kernel_is_started_before_any_kernel_gets_a_second_dtype():
+    queue = TaskQueue(_tasks("abc", checks=("accuracy",)))
+    first = queue.take([], {})
+    held = {(first.kernel, first.dtype): 1}
+    second = queue.take([], held)  # a second worker
+    held[(second.kernel, second.dtype)] = 1
+    third = queue.take([(first.kernel, first.dtype)], held)  # the first, done with its pair
+    assert [(t.kernel, t.dtype) for t in (first, second, third)] == [("a", "fp32"), ("b", "fp32"), ("c", "fp32")]
+    held[(third.kernel, third.dtype)] = 1
+    # every kernel started: another dtype of one it has warm, before b's (another worker's)
+    assert queue.take([(first.kernel, first.dtype), (third.kernel, third.dtype)], held).kernel in "ac"
 
 
 def test_a_cold_worker_takes_a_pair_nobody_holds_before_sharing_one():

@@ -230,3 +230,34 @@ def test_identities_catch_a_dx_that_does_not_sum_to_zero():
     case = Case("layernorm", (2, 16), "fp32", seed=3, eps=1e-5)
     res = checks.identities(_cand("t_nomean", no_mean_term, op="layernorm"), op, case, CTX)
     assert res.verdict == "fail" and "sum(dx)" in res.reason, res
+
+
+class _LayoutOrdered(torch.autograd.Function):
+    """A correct RMSNorm whose backward sums a row in an order chosen by dy's row stride, as a
+    Triton kernel does when each stride specialization gets its own binary."""
+
+    @staticmethod
+    def forward(ctx, x, w, eps):
+        ctx.save_for_backward(x, w)
+        ctx.eps = eps
+        return _rms(x, w, eps)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        h = x.float()
+        rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + ctx.eps)
+        xhat = h * rstd
+        g = dy.float() * w.float()
+        terms = g * xhat
+        compact = dy.stride(0) == dy.shape[-1]
+        dot = terms.sum(-1, keepdim=True) if compact else terms.flip(-1).cumsum(-1)[..., -1:]
+        dx = rstd * (g - xhat * dot / x.shape[-1])
+        return dx.to(x.dtype), (dy.float() * xhat).sum(0).to(w.dtype), None
+
+
+def test_the_gradient_scaling_keeps_the_layout_of_a_strided_case():
+    op = get_op("rmsnorm")
+    case = Case("rmsnorm", (3, 101), "fp32", seed=0, eps=1e-6, layout="strided")
+    res = checks.identities(_cand("t_layout", _LayoutOrdered.apply), op, case, CTX)
+    assert res.verdict == "pass", res

@@ -124,3 +124,19 @@ def test_killed_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path
     assert results.content(final) == results.content(results.read_lines(whole))
     assert [ln for ln in final if ln.get("task") in done] == finished_before
     assert json.loads(out.read_text().splitlines()[-1])["interrupted"] is False
+
+
+def test_a_run_stopped_at_its_time_limit_keeps_its_results_and_exits_by_the_verdicts(tmp_path):
+    kernel_file = tmp_path / "gated.py"
+    kernel_file.write_text(GATED)
+    gate = tmp_path / "gate"
+    gate.touch()  # the gated kernel never finishes its task: only the time limit ends the run
+    out = tmp_path / "r.jsonl"
+    proc = _start(["run", "--load", str(kernel_file), "--kernels", "eager_layernorm,gated_rmsnorm",
+                   "--dtypes", "fp32", "--checks", "accuracy", "--examples", "6", "--device", "cpu",
+                   "--workers", "1", "--time-limit", "15", "--out", str(out)], gate)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]  # nothing failed: a budget spent is not an error
+    assert "stopped at the time limit of 15 s" in err and f"--resume {out}" in err and "Traceback" not in err
+    summary = _lines(out)[-1]
+    assert summary["type"] == "summary" and summary["interrupted"] is True and summary["time_limit_s"] == 15

@@ -73,3 +73,17 @@ def test_undefined_elements_are_not_compared():
     exp.defined = torch.tensor([True, False])
     assert compare("dx", torch.tensor([1.0, float("nan")], dtype=torch.float16), exp, 0.5).ok
     assert not compare("dx", torch.tensor([float("nan"), 2.0], dtype=torch.float16), exp, 0.5).ok
+
+
+def test_an_infinity_within_the_bound_of_the_overflow_edge_is_accuracy_not_a_broken_contract():
+    from normgate.tolerance import surely_finite
+
+    # fp16 results of 8191 fp32 terms of magnitude 1e5: a bound of a few fp16 ULPs at 65,504
+    value = torch.tensor([65500.0, 60000.0, 1000.0], dtype=torch.float64)
+    exp = Expected(value, torch.full_like(value, 1e5), 8191, torch.float32, 0.0, torch.float16)
+    assert surely_finite(exp, 0.5).tolist() == [False, True, True]
+    tight = Expected(value, value.abs(), 1, torch.float32, 0.0, torch.float16)  # one rounding: 0.5 ULP
+    assert surely_finite(tight, 0.5).tolist() == [True, True, True]
+    # an infinity there passes accuracy as well: it counts as the edge, within the bound
+    got = torch.tensor([float("inf"), 60000.0, 1000.0], dtype=torch.float16)
+    assert compare("dx", got, exp, 0.5).ratio <= 1.0
