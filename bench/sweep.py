@@ -236,8 +236,9 @@ def _entry(op: str, pass_: str, cfg: dict | None, min_rows: int | None) -> str:
     k = _key(op)
     if pass_ == "forward":
         if c.looped:
-            return (f"looped: fwd_max_block below N, FWD_LOOP_BLOCK = {c.block_n}, FWD_LOOP_WARPS = {c.num_warps} "
-                    f"(global today: one chunk for every N above fwd_max_block)")
+            evict = ", evict=True (fwd_config's looped Config)" if c.evict else ""
+            return (f"looped: fwd_max_block below N, FWD_LOOP_BLOCK = {c.block_n}, FWD_LOOP_WARPS = {c.num_warps}"
+                    f"{evict} (global today: one chunk for every N above fwd_max_block)")
         return f'GPU_TABLES["H200"].fwd["{k}"] entry ({c.block_n}, {c.rows}, {c.num_warps})'
     if c.split:
         return (f'BWD_SPLIT["{k}"] = Config({c.block_n}, 1, {c.num_warps}, programs_per_sm={c.programs_per_sm}, '

@@ -88,8 +88,9 @@ def test_every_kernel_is_started_before_any_kernel_gets_a_second_dtype():
     third = queue.take([(first.kernel, first.dtype)], held)  # the first, done with its pair
     assert [(t.kernel, t.dtype) for t in (first, second, third)] == [("a", "fp32"), ("b", "fp32"), ("c", "fp32")]
     held[(third.kernel, third.dtype)] = 1
-    # every kernel started: another dtype of one it has warm, before b's (another worker's)
-    assert queue.take([(first.kernel, first.dtype), (third.kernel, third.dtype)], held).kernel in "ac"
+    # every kernel started: another dtype of one it has warm (the first such pair), before b's
+    nxt = queue.take([(first.kernel, first.dtype), (third.kernel, third.dtype)], held)
+    assert (nxt.kernel, nxt.dtype) == ("a", "bf16")
 
 
 def test_a_cold_worker_takes_a_pair_nobody_holds_before_sharing_one():

@@ -31,14 +31,18 @@ def _cand(name, fn, op="rmsnorm", **kw):
     return candidates.Candidate(name=name, op=op, variant=variant, fn=fn, dtypes=("fp32",), **kw)
 
 
-class _SpillDx(torch.autograd.Function):
-    """dx written into dy's storage in place, plus one element past dy's last row."""
+class _RMSFunction(torch.autograd.Function):
+    """_rms forward; a subclass's backward is the one under test."""
 
     @staticmethod
     def forward(ctx, x, w, eps):
         ctx.save_for_backward(x, w)
         ctx.eps = eps
         return _rms(x, w, eps)
+
+
+class _SpillDx(_RMSFunction):
+    """dx written into dy's storage in place, plus one element past dy's last row."""
 
     @staticmethod
     def backward(ctx, dy):
@@ -193,13 +197,7 @@ def test_sampled_reference_matches_the_full_one(monkeypatch):
     assert NB.sample_rows(3 << 20, 1024, 0, 16)[:2] == [0, 1] and (1 << 31) // 1024 in NB.sample_rows(3 << 20, 1024, 0)
 
 
-class _WeightTwice(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, eps):
-        ctx.save_for_backward(x, w)
-        ctx.eps = eps
-        return _rms(x, w, eps)
-
+class _WeightTwice(_RMSFunction):
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
@@ -232,15 +230,9 @@ def test_identities_catch_a_dx_that_does_not_sum_to_zero():
     assert res.verdict == "fail" and "sum(dx)" in res.reason, res
 
 
-class _LayoutOrdered(torch.autograd.Function):
+class _LayoutOrdered(_RMSFunction):
     """A correct RMSNorm whose backward sums a row in an order chosen by dy's row stride, as a
     Triton kernel does when each stride specialization gets its own binary."""
-
-    @staticmethod
-    def forward(ctx, x, w, eps):
-        ctx.save_for_backward(x, w)
-        ctx.eps = eps
-        return _rms(x, w, eps)
 
     @staticmethod
     def backward(ctx, dy):
