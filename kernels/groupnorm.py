@@ -5,7 +5,7 @@ is normalized over its L = Cg * HW elements (HW = prod(spatial)) with a biased v
 y = xhat * w[c] + b[c] with a per-channel affine. Statistics and every product in fp32; y rounded
 once, to x's dtype; dx to x's, dW and dB to the parameters' dtypes.
 
-One kernel body, ``_gn``, with a compile-time ``STAGE``. A program owns a tile of RB (sample,
+One kernel body, ``_gn_body``, with a compile-time ``STAGE`` (jitted twice, ``_kernel_for``). A program owns a tile of RB (sample,
 group) rows x ROWS adjacent channels of each x BLOCK_HW positions, looped over the spatial extent:
 a chunk of one group when the group is large (RB = 1, K = ceil(Cg / ROWS) programs per group), or
 several whole groups when they are small (RB > 1: a program moves about TILE elements either way,
@@ -44,8 +44,12 @@ from . import _launch as L
 # the stages (constexpr: a jitted function may read a global only if it is one)
 STATS, NORM, FUSED, DOTS, DX, PARAMS = (tl.constexpr(i) for i in range(6))
 
-#: elements of one tile (ROWS channels x BLOCK_HW positions): 4096 fp32 values over 8 warps is 16
-#: registers a thread per tensor, with room for x, dy and xhat in the backward
+#: elements of one tile (RB groups x ROWS channels x BLOCK_HW positions). Swept on an H200 (bf16,
+#: G = 32, C = 320-1280, 32x32 and 64x64, N = 2 and 8): 4096 over 4 warps beat 8 warps at all 12
+#: shapes, forward and backward (the forward at C = 1280, 64x64: N = 2 24.7 against 29.5 us, N = 8 77.2
+#: against 90.1); 8192- or 16384-element tiles (up to 8 or 16 warps) or a narrower BLOCK_HW won only
+#: at the smallest shape (C = 320, 32x32, N = 2: 8.5 against 9.6 us) and lost at most others
+#: (bench/results/h200-2026-12-02/groupnorm/sweep.json)
 TILE = 4096
 MAX_BLOCK_HW = 4096
 
@@ -70,7 +74,7 @@ def config(cg: int, hw: int) -> Config:
     rows = max(1, min(triton.next_power_of_2(cg), TILE // block_hw))
     group_rows = max(1, TILE // (rows * block_hw)) if rows >= cg else 1
     size = group_rows * rows * block_hw
-    warps = 8 if size >= 4096 else 4 if size >= 1024 else 2
+    warps = 4 if size >= 2048 else 2
     return Config(group_rows, rows, block_hw, triton.cdiv(cg, rows), warps)
 
 
@@ -86,14 +90,21 @@ _ADD = tl.standard._sum_combine
 # alignment of the whole batch when a sample's stride is not a multiple of 16 bytes; Triton compiles
 # another binary for an unaligned pointer, and on an H200 that one gave a sample's dx other bits
 # than the batch's binary did (`normgate replay 'triton_groupnorm@batch_invariance:groupnorm,1x1x32x32,
-# fp32,x=normal,dy=normal,w=normal,eps=1e-06,groups=1,strided,seed=0' --device cuda`). So their
-# alignment never specializes the binary either (where this Triton can say so).
-_UNALIGNED = ({"do_not_specialize_on_alignment": ["X", "DY"]}
-              if "do_not_specialize_on_alignment" in inspect.signature(triton.jit).parameters else {})
+# fp32,x=normal,dy=normal,w=normal,eps=1e-06,groups=1,strided,seed=0' --device cuda`). Such tensors
+# take a binary that never specializes on their alignment (``_gn_any_alignment``, where this Triton
+# can say so); the others keep the vectorized loads that alignment buys (the forward at C = 1280,
+# 64x64, N = 8 bf16 on an H200: 90 us aligned, 119 us without). Which binary is chosen depends on the
+# sample stride, which every sub-batch keeps.
+_ALIGNMENT_FREE = ({"do_not_specialize_on_alignment": ["X", "DY"]}
+                   if "do_not_specialize_on_alignment" in inspect.signature(triton.jit).parameters else {})
 
 
-@triton.jit(do_not_specialize=["NG", "N"], **_UNALIGNED)  # batch invariance: see the module docstring
-def _gn(
+# _TILE_SCALARS: with one (sample, group) a tile (RB = 1, every chunked group), its statistics are
+# broadcast over the tile as scalars. As (1,)-shaped tensors, Triton 3.6 (the GPU stack) broadcast
+# them to the whole tile in a layout that gives every thread all of it, then converted that through
+# shared memory: 2,048 shared stores a thread and up to 255 registers (compiled for sm_90), and the
+# forward ran at 60 GB/s on an H200 at C = 320-1280, 32x32 to 64x64 (Nsight: L1 98% busy, DRAM 0.4%).
+def _gn_body(
     X, DY, OUT, W, B, PART, MEAN, RSTD, SUMS, DW, DB,
     sxn, sxc, sxs, sdn, sdc, sds,
     NG, N, C, HW, Cg, K, G, eps,
@@ -170,6 +181,9 @@ def _gn(
             m2 = tl.reduce(pm2 + cnt * dm * dm, 1, _ADD)
         # rsqrt from IEEE sqrt and division: rstd within ~1 ulp (rsqrt.approx is a few)
         rstd = tl.div_rn(zero_r + 1.0, tl.sqrt_rn(tl.div_rn(m2, group_len) + eps))
+        mean_t, rstd_t = mean[:, None, None], rstd[:, None, None]
+        if RB == 1:  # scalars: see _TILE_SCALARS
+            mean_t, rstd_t = tl.reduce(mean, 0, _ADD), tl.reduce(rstd, 0, _ADD)
         if STORE_STATS:
             if k == 0:
                 tl.store(MEAN + r, mean, mask=live)
@@ -184,7 +198,7 @@ def _gn(
             s = s0 + tl.arange(0, BLOCK_HW)
             mask = cmask[:, :, None] & (s < HW)[None, None, :]
             x = tl.load(x_at + s.to(tl.int64)[None, None, :] * sxs, mask=mask, other=0.0).to(tl.float32)
-            y = (x - mean[:, None, None]) * rstd[:, None, None]
+            y = (x - mean_t) * rstd_t
             if HAS_W:
                 y = y * w[:, :, None]
             if HAS_B:
@@ -194,6 +208,9 @@ def _gn(
     if STAGE == DOTS or STAGE == DX:
         mean = tl.load(MEAN + r, mask=live, other=0.0)
         rstd = tl.load(RSTD + r, mask=live, other=0.0)
+        mean_t, rstd_t = mean[:, None, None], rstd[:, None, None]
+        if RB == 1:  # scalars: see _TILE_SCALARS
+            mean_t, rstd_t = tl.reduce(mean, 0, _ADD), tl.reduce(rstd, 0, _ADD)
         if STAGE == DOTS:
             a = tl.full([RB, ROWS], 0.0, tl.float32)
             bsum = tl.full([RB, ROWS], 0.0, tl.float32)
@@ -203,7 +220,7 @@ def _gn(
                 x = tl.load(x_at + s.to(tl.int64)[None, None, :] * sxs, mask=mask, other=0.0).to(tl.float32)
                 dy = tl.load(dy_at + s.to(tl.int64)[None, None, :] * sds, mask=mask, other=0.0).to(tl.float32)
                 # padding has dy = 0: it adds nothing whatever xhat is there
-                a += tl.reduce(dy * ((x - mean[:, None, None]) * rstd[:, None, None]), 2, _ADD)
+                a += tl.reduce(dy * ((x - mean_t) * rstd_t), 2, _ADD)
                 bsum += tl.reduce(dy, 2, _ADD)
             at = (n64[:, None] * C + ch64) * 2
             tl.store(SUMS + at, a, mask=cmask)
@@ -224,17 +241,32 @@ def _gn(
                 w = tl.load(W + ch64, mask=cmask, other=0.0).to(tl.float32)
             mg = tl.div_rn(tl.reduce(bv, 1, _ADD), group_len)
             mgx = tl.div_rn(tl.reduce(av, 1, _ADD), group_len)
+            mg_t, mgx_t = mg[:, None, None], mgx[:, None, None]
+            if RB == 1:
+                mg_t, mgx_t = tl.reduce(mg, 0, _ADD), tl.reduce(mgx, 0, _ADD)
             for s0 in range(0, HW, BLOCK_HW):
                 s = s0 + tl.arange(0, BLOCK_HW)
                 mask = cmask[:, :, None] & (s < HW)[None, None, :]
                 x = tl.load(x_at + s.to(tl.int64)[None, None, :] * sxs, mask=mask, other=0.0).to(tl.float32)
                 dy = tl.load(dy_at + s.to(tl.int64)[None, None, :] * sds, mask=mask, other=0.0).to(tl.float32)
-                xhat = (x - mean[:, None, None]) * rstd[:, None, None]
+                xhat = (x - mean_t) * rstd_t
                 gg = dy
                 if HAS_W:
                     gg = dy * w[:, :, None]
-                dx = (gg - mg[:, None, None] - xhat * mgx[:, None, None]) * rstd[:, None, None]
+                dx = (gg - mg_t - xhat * mgx_t) * rstd_t
                 tl.store(out_at + s[None, None, :], dx.to(OUT.dtype.element_ty), mask=mask)
+
+
+# batch invariance: the batch-sized integers never specialize the binary (the module docstring)
+_gn = triton.jit(do_not_specialize=["NG", "N"])(_gn_body)
+_gn_any_alignment = triton.jit(do_not_specialize=["NG", "N"], **_ALIGNMENT_FREE)(_gn_body)
+
+
+def _kernel_for(*samples: torch.Tensor | None):
+    """The binary for these (N, C, HW) tensors: one whose sample stride keeps every sub-batch's
+    16-byte alignment may specialize on it."""
+    keeps = all(t is None or (t.stride(0) * t.element_size()) % 16 == 0 for t in samples)
+    return _gn if keeps else _gn_any_alignment
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +279,7 @@ def _launch(stage, grid, cfg, x3, dy3, out, weight=None, bias=None, part=None, m
     n, c, hw = x3.shape
     cg = c // groups
     dummy = out
-    _gn[grid](
+    _kernel_for(x3, dy3)[grid](
         x3, dy3 if dy3 is not None else x3, out,
         weight if weight is not None else dummy, bias if bias is not None else dummy,
         part if part is not None else dummy, mean if mean is not None else dummy,
@@ -311,7 +343,13 @@ def _backward(dy3, x3, weight, mean, rstd, groups, want_dw, want_db, param_dtype
 
 def _as3(t: torch.Tensor) -> torch.Tensor:
     """(N, C, *spatial) as (N, C, HW), a view wherever the spatial dims can be merged."""
-    return t.reshape(t.shape[0], t.shape[1], -1)
+    t3 = t.reshape(t.shape[0], t.shape[1], -1)
+    if t.shape[0] == 1 and t3.data_ptr() == t.data_ptr() and t3.stride(0) != t.stride(0):
+        # One sample: reshape renumbers its stride, but it is a sample of its batch, and the binary
+        # is compiled for (and chosen by, _kernel_for) the stride it gets: keep the batch's, so that
+        # the sample is computed alone by the same binary as in its batch.
+        t3 = t3.as_strided(t3.shape, (t.stride(0), *t3.stride()[1:]))
+    return t3
 
 
 class GroupNormFunction(torch.autograd.Function):

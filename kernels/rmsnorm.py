@@ -272,7 +272,12 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
 def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
     m, n = h2.shape
     dev = h2.device
-    if in_place and dy2.dtype == h2.dtype and dy2.is_contiguous():
+    # In place only where dy's rows are packed: by its row stride, not is_contiguous(), which calls
+    # any single row contiguous whatever its stride. A strided batch's sub-batch of one then took the
+    # in-place binary (dx with dy's stride) and the batch did not, and on an H200 the two gave that
+    # row's dx other bits (`normgate replay 'triton_rmsnorm_llama_inplace@batch_invariance:rmsnorm,
+    # 1x1200,fp32,x=normal,dy=normal,w=normal,eps=1e-06,strided,seed=0' --device cuda`).
+    if in_place and dy2.dtype == h2.dtype and dy2.stride(0) == n:  # (rows_2d: unit column stride)
         dx = dy2  # documented: dx overwrites dy (a tile's dy is read before its dx is written)
     else:
         dx = torch.empty((m, n), dtype=h2.dtype, device=dev)
@@ -357,7 +362,8 @@ def rms_norm(
     eps=None is float32's machine epsilon (what PyTorch computes for fp32/bf16/fp16 inputs).
     casting: "llama", "gemma" or "none" (module docstring); offset is added to the weight
     (1.0 for Gemma). With in_place=True the backward writes dx into the storage of the incoming
-    gradient dy (as Liger-Kernel does) when dy is contiguous and has x's dtype: that saves an
+    gradient dy (as Liger-Kernel does) when dy's rows are packed (row stride = the last dim) and it has
+    x's dtype: that saves an
     allocation, and dy must not be used after the backward.
     """
     if casting not in _CASTING:

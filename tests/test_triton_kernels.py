@@ -209,6 +209,21 @@ def test_rmsnorm_in_place():
     assert gx.data_ptr() == dy.data_ptr()  # documented: dx lives in dy's storage
 
 
+def test_rmsnorm_in_place_decided_by_row_stride_not_batch_size():
+    """A strided dy is never overwritten, a row of it alone included: is_contiguous() calls any single
+    row contiguous, which gave a sub-batch of one another binary (dx with dy's stride) than its batch."""
+    x = _randn((4, 32), torch.float32, 6)
+    w = _randn((32,), torch.float32, 7)
+    wide = _randn((4, 40), torch.float32, 8)
+    for rows in (4, 1):
+        xr = x[:rows].clone().requires_grad_(True)
+        dy = wide[:rows, :32]  # row stride 40
+        before = dy.clone()
+        (gx,) = torch.autograd.grad(rms_norm(xr, w, 1e-6, in_place=True), xr, dy)
+        assert gx.data_ptr() != dy.data_ptr(), rows
+        assert torch.equal(dy, before), rows
+
+
 # ----------------------------------------------------------------------------------------------
 # LayerNorm
 # ----------------------------------------------------------------------------------------------
