@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .runner import WORKERS_PER_GPU_ENV, Task
+from .runner import WORKERS_PER_GPU_ENV, Task, task_line
 from .scheduling import TaskQueue
 from .worker import SUPERVISOR_ENV, sign
 
@@ -214,9 +214,7 @@ class Pool:
         self.suspects.pop(task.id, None)  # it failed again in a fresh worker: its own fault
         line = self._error_line(task, wk.case, reason, time.monotonic() - (wk.case_start or wk.task_start))
         self.emit(line)
-        self.emit({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
-                   "dtype": task.dtype, "cases": None, "status": "error",
-                   "elapsed_s": round(time.monotonic() - wk.task_start, 3)})
+        self.emit(task_line(task, None, "error", time.monotonic() - wk.task_start))
         self.on_event("task_error", {"task": task, "reason": reason})
         wk.task = None
 
@@ -385,9 +383,7 @@ class Pool:
             self.on_event("line", line)
         elif kind == "done" and wk.task is not None and ev.get("task") == wk.task.id:
             task = wk.task
-            line = {"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
-                    "dtype": task.dtype, "cases": ev["cases"], "status": "done",
-                    "elapsed_s": round(time.monotonic() - wk.task_start, 3)}
+            line = task_line(task, ev["cases"], "done", time.monotonic() - wk.task_start)
             if ev.get("left"):
                 line["left_behind"] = str(ev["left"])
                 wk.left_by.append((task, line["left_behind"]))

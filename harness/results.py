@@ -17,6 +17,9 @@ from .names import VERDICTS
 #: The results format (docs/results-format.md), in every env line; version 1 had no such field.
 FORMAT = "normgate-results/2"
 TIMING_FIELDS = ("duration_s", "date", "elapsed_s", "argv", "workers", "compile_s", "compiles")
+#: the fields without which a result line cannot be placed (the loader refuses the file): built by
+#: runner.result_line, and by the supervisor (pool.py) for a worker that died
+RESULT_REQUIRED = ("kernel", "check", "dtype", "verdict")
 
 
 class ResultsError(Exception):

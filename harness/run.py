@@ -23,7 +23,7 @@ def cmd_run(args) -> int:
     from . import candidates, results
     from .checks import Context, budget
     from .pool import Options, Pool, WorkerSetupError
-    from .runner import DeviceLost, Task, interpreter_on, not_run_lines, process_setup, run_task
+    from .runner import DeviceLost, Task, interpreter_on, not_run_lines, process_setup, run_task, task_line
 
     pairs, checks = select(args)
     process_setup(args.device)
@@ -133,9 +133,7 @@ def cmd_run(args) -> int:
                 except DeviceLost as lost:
                     # no worker to replace in this process: later tasks fail fast with the same error
                     cases = lost.cases
-                writer.write({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
-                              "dtype": task.dtype, "cases": cases, "status": "done",
-                              "elapsed_s": round(time.monotonic() - t1, 3)})
+                writer.write(task_line(task, cases, "done", time.monotonic() - t1))
                 progress.event("task_done", {"task": task, "cases": cases})
         else:
             opts = Options(device=args.device, workers=workers, loads=tuple(args.load or ()),

@@ -84,6 +84,13 @@ def result_line(task: Task, cand: candidates.Candidate, case: Case, res: CheckRe
     return line
 
 
+def task_line(task: Task, cases: int | None, status: str, elapsed_s: float, **extra) -> dict:
+    """A task's closing line (docs/results-format.md): how many cases it ran, and whether it ended
+    ``done`` or in an ``error`` (its worker died or hung: ``cases`` is then unknown, None)."""
+    return {"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check, "dtype": task.dtype,
+            "cases": cases, "status": status, "elapsed_s": round(elapsed_s, 3), **extra}
+
+
 def not_run_lines(task: Task, reason: str, device: str) -> list[dict]:
     """The lines of a task that could not run at all (a piece its kernel needs is missing): one
     ``error`` result, so that it is never mistaken for a pass, and its task line."""
@@ -91,9 +98,7 @@ def not_run_lines(task: Task, reason: str, device: str) -> list[dict]:
     line = result_line(task, cand, Case(cand.op, (1, 1), task.dtype), CheckResult("error", reason), 0, device)
     line.pop("replay", None)  # no case ran: there is nothing to replay
     line["not_run"] = True
-    return [line,
-            {"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check, "dtype": task.dtype,
-             "cases": 0, "status": "done", "elapsed_s": 0.0}]
+    return [line, task_line(task, 0, "done", 0.0)]
 
 
 class _Falsified(Exception):

@@ -5,8 +5,9 @@ is normalized over its L = Cg * HW elements (HW = prod(spatial)) with a biased v
 y = xhat * w[c] + b[c] with a per-channel affine. Statistics and every product in fp32; y rounded
 once, to x's dtype; dx to x's, dW and dB to the parameters' dtypes.
 
-One kernel body, ``_gn_body``, with a compile-time ``STAGE`` (jitted twice, ``_kernel_for``). A program owns a tile of RB (sample,
-group) rows x ROWS adjacent channels of each x BLOCK_HW positions, looped over the spatial extent:
+One kernel body, ``_gn_body``, with a compile-time ``STAGE`` (jitted twice, ``_kernel_for``). A
+program owns a tile of RB (sample, group) rows x ROWS adjacent channels of each x BLOCK_HW
+positions, looped over the spatial extent:
 a chunk of one group when the group is large (RB = 1, K = ceil(Cg / ROWS) programs per group), or
 several whole groups when they are small (RB > 1: a program moves about TILE elements either way,
 which also keeps the CPU interpreter's per-program cost down). RB, ROWS and BLOCK_HW are functions

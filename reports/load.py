@@ -25,14 +25,15 @@ from typing import Any
 from normgate.names import CHECKS as CHECKS  # re-exported for the report and the gate
 from normgate.names import DETERMINISM as DETERMINISM_CHECKS  # noqa: F401 - re-exported
 from normgate.names import VERDICTS
+from normgate.results import FORMAT
+from normgate.results import RESULT_REQUIRED as _RESULT_REQUIRED
 
 OUTPUTS: tuple[str, ...] = ("y", "h", "dx", "dweight", "dbias", "dresidual")
 #: Batch sizes whose benchmarks measure latency rather than bandwidth.
 SMALL_M: frozenset[int] = frozenset({1, 32, 128})
 
-_RESULT_REQUIRED = ("kernel", "check", "dtype", "verdict")
 #: The results format this reader judges (docs/results-format.md); version 1 had no "format" field.
-RESULTS_FORMAT = "normgate-results/2"
+RESULTS_FORMAT = FORMAT
 #: The ``seq`` of the error line the supervisor writes for a task whose worker died or hung.
 SUPERVISOR_SEQ = 10**9
 

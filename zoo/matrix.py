@@ -23,7 +23,7 @@ from pathlib import Path
 
 from normgate import results
 from normgate.checks import CHECKS, budget
-from normgate.runner import Task, interpreter_on
+from normgate.runner import Task, interpreter_on, task_line
 
 from . import catalog, conventional
 
@@ -70,9 +70,7 @@ def run_checks(names: list[str], *, device: str, examples: int, seed: int, worke
         for task in tasks:
             t1 = time.monotonic()
             cases = run_task(task, ctx, emit=writer.write)
-            writer.write({"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check,
-                          "dtype": task.dtype, "cases": cases, "status": "done",
-                          "elapsed_s": round(time.monotonic() - t1, 3)})
+            writer.write(task_line(task, cases, "done", time.monotonic() - t1))
     else:
         Pool(Options(device=device, workers=workers, loads=(LOAD_FILE,), case_timeout=timeout),
              writer.write, on_event).run(tasks)
