@@ -102,7 +102,7 @@ def profile_name(config: pytest.Config) -> str:
 
 @dataclass
 class Outcome:
-    """What one ``normgate_check`` call ran: every result line, and the failing ones."""
+    """What one ``normgate_check`` call ran: its result and task lines, and the failing results."""
 
     kernel: str
     lines: list[dict] = field(default_factory=list)
@@ -148,13 +148,13 @@ class Checker:
 
     def _run(self, cand, dtypes, checks, examples, device, seed) -> Outcome:
         from normgate.checks import Context, budget
-        from normgate.runner import Task, interpreter_on, run_task
+        from normgate.runner import Task, interpreter_on
+        from normgate.session import run_in_process
 
         ctx = Context(device=device, interpreter=interpreter_on(), eager_opinion=False)
         out = Outcome(cand.name)
-        for dtype in dtypes:
-            for check in checks:
-                run_task(Task(cand.name, dtype, check, budget(check, examples), seed), ctx, out.lines.append)
+        run_in_process([Task(cand.name, dtype, check, budget(check, examples), seed)
+                        for dtype in dtypes for check in checks], ctx, out.lines.append)
         if out.failures:
             pytest.fail(self._message(cand, out.failures), pytrace=False)
         return out

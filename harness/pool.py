@@ -168,16 +168,16 @@ class Pool:
 
     def _error_line(self, task: Task, case_key: str | None, reason: str, duration: float) -> dict:
         """The supervisor's error result for a task (its worker died, hung or misbehaved)."""
-        from . import candidates
+        from . import candidates, results
         from .case import Case
         from .runner import replay_command
 
         cand = candidates.registry().get(task.kernel)
-        line = {"type": "result", "kernel": task.kernel, "op": cand.op if cand else None,
-                "variant": cand.variant.key() if cand else None, "check": task.check,
-                "dtype": task.dtype, "regime": None, "case": case_key, "shape": None, "verdict": "error",
-                "reason": reason, "worst": [], "seq": SUPERVISOR_SEQ, "task": task.id,
-                "duration_s": round(duration, 3)}
+        line = results.result_record(kernel=task.kernel, op=cand.op if cand else None,
+                                     variant=cand.variant.key() if cand else None, check=task.check,
+                                     dtype=task.dtype, regime=None, case=case_key, shape=None, verdict="error",
+                                     reason=reason, worst=[], seq=SUPERVISOR_SEQ, task=task.id,
+                                     duration_s=round(duration, 3))
         if case_key:
             case = Case.from_key(case_key)
             line.update(op=case.op, regime=case.regime, shape=list(case.shape),

@@ -30,6 +30,19 @@ class WriteError(OSError):
     """The results file could not be written (disk full, file removed under us, ...)."""
 
 
+def result_record(*, kernel: str, op: str | None, variant: str | None, check: str, dtype: str,
+                  regime: str | None, case: str | None, shape: list[int] | None, verdict: str, reason: str,
+                  **rest) -> dict:
+    """A result line (docs/results-format.md), its identifying fields first and in this order; the
+    optional ones (worst, replay, errors, notes, digest, seq, task, duration_s, ...) follow in
+    ``rest``. Every writer builds its result lines here: the runner for each case, the supervisor
+    for a task whose worker died."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
+    return {"type": "result", "kernel": kernel, "op": op, "variant": variant, "check": check, "dtype": dtype,
+            "regime": regime, "case": case, "shape": shape, "verdict": verdict, "reason": reason, **rest}
+
+
 def check_writable(path: str | Path) -> None:
     """Raise OSError unless a file can be written at ``path`` the way reports are written (a
     temporary file in its folder, then renamed): called before a run, so that a bad path fails

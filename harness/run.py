@@ -21,9 +21,10 @@ def cmd_run(args) -> int:
     check_arguments(args)
     prepare(args, setup=False)
     from . import candidates, results
-    from .checks import Context, budget
-    from .pool import Options, Pool, WorkerSetupError
-    from .runner import DeviceLost, Task, interpreter_on, not_run_lines, process_setup, run_task, task_line
+    from .checks import budget
+    from .pool import Options, WorkerSetupError
+    from .runner import Task, interpreter_on, not_run_lines, process_setup
+    from .session import run_tasks
 
     pairs, checks = select(args)
     process_setup(args.device)
@@ -119,27 +120,9 @@ def cmd_run(args) -> int:
         return bool(stopped_by) and stopped_by[0] == signal.SIGALRM
 
     try:
-        if workers == 0:
-            from .worker import pin_generation
-
-            pin_generation()  # the same cases as in a worker process
-            ctx = Context(device=args.device, interpreter=interpreter_on())
-            for task in tasks_todo:
-                progress.event("task_start", {"task": task})
-                t1 = time.monotonic()
-                try:
-                    cases = run_task(task, ctx, emit=lambda ln: (writer.write(ln), progress.event("line", ln)),
-                                     on_case=lambda case, task=task: progress.event("case", {"task": task}))
-                except DeviceLost as lost:
-                    # no worker to replace in this process: later tasks fail fast with the same error
-                    cases = lost.cases
-                writer.write(task_line(task, cases, "done", time.monotonic() - t1))
-                progress.event("task_done", {"task": task, "cases": cases})
-        else:
-            opts = Options(device=args.device, workers=workers, loads=tuple(args.load or ()),
-                           case_timeout=args.timeout, task_timeout=args.kernel_timeout,
-                           gpus=gpu_count() if args.device == "cuda" else 0)
-            Pool(opts, writer.write, progress.event).run(tasks_todo)
+        opts = Options(loads=tuple(args.load or ()), case_timeout=args.timeout, task_timeout=args.kernel_timeout,
+                       gpus=gpu_count() if args.device == "cuda" and workers else 0)
+        run_tasks(tasks_todo, writer.write, progress.event, device=args.device, workers=workers, pool_options=opts)
     except KeyboardInterrupt:
         interrupted = True
         if timed_out():

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
 from hypothesis.errors import Flaky
 
-from . import candidates, checks, compiletime, sanitizer
+from . import candidates, checks, compiletime, results, sanitizer
 from .case import Case, ReplayKey
 from .checks import CheckResult, Context
 from .gpushare import GPU_MEMORY_SHARED, shares_a_gpu, workers_per_gpu
@@ -67,9 +67,9 @@ def replay_command(kernel: str, check: str, case: Case, loads: tuple[str, ...], 
 
 def result_line(task: Task, cand: candidates.Candidate, case: Case, res: CheckResult, seq: int,
                 device: str, **extra) -> dict:
-    line = {"type": "result", "kernel": cand.name, "op": cand.op, "variant": cand.variant.key(),
-            "check": task.check, "dtype": task.dtype, "regime": case.regime, "case": case.key(),
-            "shape": list(case.shape), "verdict": res.verdict, "reason": res.reason}
+    line = results.result_record(kernel=cand.name, op=cand.op, variant=cand.variant.key(), check=task.check,
+                                 dtype=task.dtype, regime=case.regime, case=case.key(), shape=list(case.shape),
+                                 verdict=res.verdict, reason=res.reason)
     if res.errors:
         line["errors"] = res.errors
     if res.verdict != "pass":

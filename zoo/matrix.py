@@ -23,7 +23,7 @@ from pathlib import Path
 
 from normgate import results
 from normgate.checks import CHECKS, budget
-from normgate.runner import Task, interpreter_on, task_line
+from normgate.runner import Task, interpreter_on
 
 from . import catalog, conventional
 
@@ -49,10 +49,8 @@ def run_checks(names: list[str], *, device: str, examples: int, seed: int, worke
     """Run every check on every candidate (each declared dtype, or those in ``dtypes``); return the
     results lines (also written to ``out``)."""
     from normgate import candidates
-    from normgate.checks import Context
-    from normgate.pool import Options, Pool
-    from normgate.runner import run_task
-    from normgate.worker import pin_generation
+    from normgate.pool import Options
+    from normgate.session import run_tasks
 
     reg = candidates.registry()
     tasks = [Task(n, d, ck, budget(ck, examples), seed) for n in names for d in reg[n].dtypes
@@ -64,16 +62,8 @@ def run_checks(names: list[str], *, device: str, examples: int, seed: int, worke
         progress.total = len(tasks)
     on_event = progress.event if progress else (lambda kind, info: None)
     t0 = time.monotonic()
-    if workers == 0:
-        pin_generation()
-        ctx = Context(device=device, interpreter=interpreter_on())
-        for task in tasks:
-            t1 = time.monotonic()
-            cases = run_task(task, ctx, emit=writer.write)
-            writer.write(task_line(task, cases, "done", time.monotonic() - t1))
-    else:
-        Pool(Options(device=device, workers=workers, loads=(LOAD_FILE,), case_timeout=timeout),
-             writer.write, on_event).run(tasks)
+    run_tasks(tasks, writer.write, on_event, device=device, workers=workers,
+              pool_options=Options(loads=(LOAD_FILE,), case_timeout=timeout))
     writer.write(results.summarize(writer.counts, writer.cases, interrupted=False,
                                    elapsed_s=round(time.monotonic() - t0, 2)))
     writer.close()
