@@ -75,7 +75,12 @@ def config(cg: int, hw: int) -> Config:
     rows = max(1, min(triton.next_power_of_2(cg), TILE // block_hw))
     group_rows = max(1, TILE // (rows * block_hw)) if rows >= cg else 1
     size = group_rows * rows * block_hw
-    warps = 4 if size >= 2048 else 2
+    if group_rows == 1:  # a chunk of one group: TILE's sweep
+        warps = 4 if size >= 2048 else 2
+    else:
+        # several small groups a tile: never timed, and over 4 warps DOTS spills (255 registers and a
+        # 120-byte stack at 2 channels of 8x8, compiled for sm_90 by Triton 3.6), over 8 it does not
+        warps = 8 if size >= 4096 else 4 if size >= 1024 else 2
     return Config(group_rows, rows, block_hw, triton.cdiv(cg, rows), warps)
 
 
