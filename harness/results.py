@@ -9,7 +9,7 @@ import os
 import platform
 from collections import Counter
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypedDict
 
 from . import __version__
 from .names import VERDICTS
@@ -17,8 +17,58 @@ from .names import VERDICTS
 #: The results format (docs/results-format.md), in every env line; version 1 had no such field.
 FORMAT = "normgate-results/2"
 TIMING_FIELDS = ("duration_s", "date", "elapsed_s", "argv", "workers", "compile_s", "compiles")
-#: the fields without which a result line cannot be placed (the loader refuses the file): built by
-#: runner.result_line, and by the supervisor (pool.py) for a worker that died
+
+
+class _ResultIdentity(TypedDict):
+    type: str  # "result"
+    kernel: str
+    op: str | None
+    variant: str | None
+    check: str
+    dtype: str
+    regime: str | None
+    case: str | None
+    shape: list[int] | None
+    verdict: str
+    reason: str
+
+
+class ResultLine(_ResultIdentity, total=False):
+    """A ``result`` line (docs/results-format.md has every field), as ``result_record`` builds it
+    and the loader (normgate.reports.load), the report and the gate read it."""
+
+    errors: dict[str, dict[str, Any]]
+    worst: list[dict[str, Any]]
+    replay: str
+    notes: list[str]
+    digest: str
+    sanitizer: dict[str, Any]
+    not_run: bool
+    examples: int
+    shrinks: int
+    compile_s: float
+    compiles: int
+    seq: int
+    task: str
+    duration_s: float
+
+
+class TaskLine(TypedDict, total=False):
+    """A ``task`` line, as runner.task_line builds it."""
+
+    type: str  # "task"
+    task: str
+    kernel: str
+    check: str
+    dtype: str
+    cases: int | None
+    status: str  # "done" | "error"
+    elapsed_s: float
+    left_behind: str
+    worker_replaced: str
+
+
+#: the fields without which a result line cannot be placed (the loader refuses the file)
 RESULT_REQUIRED = ("kernel", "check", "dtype", "verdict")
 
 
@@ -32,15 +82,15 @@ class WriteError(OSError):
 
 def result_record(*, kernel: str, op: str | None, variant: str | None, check: str, dtype: str,
                   regime: str | None, case: str | None, shape: list[int] | None, verdict: str, reason: str,
-                  **rest) -> dict:
+                  **rest: Any) -> ResultLine:
     """A result line (docs/results-format.md), its identifying fields first and in this order; the
     optional ones (worst, replay, errors, notes, digest, seq, task, duration_s, ...) follow in
     ``rest``. Every writer builds its result lines here: the runner for each case, the supervisor
     for a task whose worker died."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
-    return {"type": "result", "kernel": kernel, "op": op, "variant": variant, "check": check, "dtype": dtype,
-            "regime": regime, "case": case, "shape": shape, "verdict": verdict, "reason": reason, **rest}
+    return ResultLine(type="result", kernel=kernel, op=op, variant=variant, check=check, dtype=dtype,
+                      regime=regime, case=case, shape=shape, verdict=verdict, reason=reason, **rest)
 
 
 def check_writable(path: str | Path) -> None:

@@ -66,7 +66,7 @@ def replay_command(kernel: str, check: str, case: Case, loads: tuple[str, ...], 
 
 
 def result_line(task: Task, cand: candidates.Candidate, case: Case, res: CheckResult, seq: int,
-                device: str, **extra) -> dict:
+                device: str, **extra) -> results.ResultLine:
     line = results.result_record(kernel=cand.name, op=cand.op, variant=cand.variant.key(), check=task.check,
                                  dtype=task.dtype, regime=case.regime, case=case.key(), shape=list(case.shape),
                                  verdict=res.verdict, reason=res.reason)
@@ -84,11 +84,11 @@ def result_line(task: Task, cand: candidates.Candidate, case: Case, res: CheckRe
     return line
 
 
-def task_line(task: Task, cases: int | None, status: str, elapsed_s: float, **extra) -> dict:
+def task_line(task: Task, cases: int | None, status: str, elapsed_s: float, **extra) -> results.TaskLine:
     """A task's closing line (docs/results-format.md): how many cases it ran, and whether it ended
     ``done`` or in an ``error`` (its worker died or hung: ``cases`` is then unknown, None)."""
-    return {"type": "task", "task": task.id, "kernel": task.kernel, "check": task.check, "dtype": task.dtype,
-            "cases": cases, "status": status, "elapsed_s": round(elapsed_s, 3), **extra}
+    return results.TaskLine(type="task", task=task.id, kernel=task.kernel, check=task.check, dtype=task.dtype,
+                            cases=cases, status=status, elapsed_s=round(elapsed_s, 3), **extra)
 
 
 def not_run_lines(task: Task, reason: str, device: str) -> list[dict]:

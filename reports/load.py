@@ -25,7 +25,7 @@ from typing import Any
 from normgate.names import CHECKS as CHECKS  # re-exported for the report and the gate
 from normgate.names import DETERMINISM as DETERMINISM_CHECKS  # noqa: F401 - re-exported
 from normgate.names import VERDICTS
-from normgate.results import FORMAT
+from normgate.results import FORMAT, ResultLine, TaskLine
 from normgate.results import RESULT_REQUIRED as _RESULT_REQUIRED
 
 OUTPUTS: tuple[str, ...] = ("y", "h", "dx", "dweight", "dbias", "dresidual")
@@ -56,8 +56,8 @@ class Run:
 
     path: str
     env: dict[str, Any] | None = None
-    results: list[dict[str, Any]] = field(default_factory=list)
-    tasks: list[dict[str, Any]] = field(default_factory=list)
+    results: list[ResultLine] = field(default_factory=list)
+    tasks: list[TaskLine] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     problems: list[Problem] = field(default_factory=list)
     label: str = ""
