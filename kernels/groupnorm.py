@@ -248,7 +248,7 @@ def _gn_body(
             mg = tl.div_rn(tl.reduce(bv, 1, _ADD), group_len)
             mgx = tl.div_rn(tl.reduce(av, 1, _ADD), group_len)
             mg_t, mgx_t = mg[:, None, None], mgx[:, None, None]
-            if RB == 1:
+            if RB == 1:  # scalars: see _TILE_SCALARS
                 mg_t, mgx_t = tl.reduce(mg, 0, _ADD), tl.reduce(mgx, 0, _ADD)
             for s0 in range(0, HW, BLOCK_HW):
                 s = s0 + tl.arange(0, BLOCK_HW)
