@@ -30,12 +30,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .results import SUPERVISOR_SEQ as SUPERVISOR_SEQ
 from .runner import WORKERS_PER_GPU_ENV, Task, task_line
 from .scheduling import TaskQueue
 from .worker import SUPERVISOR_ENV, sign
-
-#: The ``seq`` of an error line the supervisor writes for a task (docs/results-format.md).
-SUPERVISOR_SEQ = 10**9
 
 
 @dataclass

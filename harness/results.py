@@ -70,6 +70,8 @@ class TaskLine(TypedDict, total=False):
 
 #: the fields without which a result line cannot be placed (the loader refuses the file)
 RESULT_REQUIRED = ("kernel", "check", "dtype", "verdict")
+#: The ``seq`` of an error line the supervisor writes for a task (docs/results-format.md).
+SUPERVISOR_SEQ = 10**9
 
 
 class ResultsError(Exception):

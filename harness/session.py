@@ -18,9 +18,8 @@ def _quiet(kind: str, info: dict) -> None:
     pass
 
 
-def run_in_process(tasks: Iterable[Task], ctx: Context, emit: Emit, on_event: OnEvent = _quiet) -> int:
-    """Every task in this process with ``ctx``, each closed by its task line; the number of cases."""
-    total = 0
+def run_in_process(tasks: Iterable[Task], ctx: Context, emit: Emit, on_event: OnEvent = _quiet) -> None:
+    """Every task in this process with ``ctx``, each closed by its task line."""
     for task in tasks:
         on_event("task_start", {"task": task})
         t1 = time.monotonic()
@@ -32,8 +31,6 @@ def run_in_process(tasks: Iterable[Task], ctx: Context, emit: Emit, on_event: On
             cases = lost.cases
         emit(task_line(task, cases, "done", time.monotonic() - t1))
         on_event("task_done", {"task": task, "cases": cases})
-        total += cases
-    return total
 
 
 def run_tasks(tasks: list[Task], emit: Emit, on_event: OnEvent = _quiet, *, device: str, workers: int,

@@ -362,9 +362,8 @@ def rms_norm(
     eps=None is float32's machine epsilon (what PyTorch computes for fp32/bf16/fp16 inputs).
     casting: "llama", "gemma" or "none" (module docstring); offset is added to the weight
     (1.0 for Gemma). With in_place=True the backward writes dx into the storage of the incoming
-    gradient dy (as Liger-Kernel does) when dy's rows are packed (row stride = the last dim) and it has
-    x's dtype: that saves an
-    allocation, and dy must not be used after the backward.
+    gradient dy (as Liger-Kernel does) when dy's rows are packed (row stride = the last dim) and it
+    has x's dtype: that saves an allocation, and dy must not be used after the backward.
     """
     if casting not in _CASTING:
         raise ValueError(f"casting must be one of {sorted(_CASTING)}, got {casting!r}")

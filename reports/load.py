@@ -27,6 +27,7 @@ from normgate.names import DETERMINISM as DETERMINISM_CHECKS  # noqa: F401 - re-
 from normgate.names import VERDICTS
 from normgate.results import FORMAT, ResultLine, TaskLine
 from normgate.results import RESULT_REQUIRED as _RESULT_REQUIRED
+from normgate.results import SUPERVISOR_SEQ as SUPERVISOR_SEQ  # the supervisor's error lines
 
 OUTPUTS: tuple[str, ...] = ("y", "h", "dx", "dweight", "dbias", "dresidual")
 #: Batch sizes whose benchmarks measure latency rather than bandwidth.
@@ -34,8 +35,6 @@ SMALL_M: frozenset[int] = frozenset({1, 32, 128})
 
 #: The results format this reader judges (docs/results-format.md); version 1 had no "format" field.
 RESULTS_FORMAT = FORMAT
-#: The ``seq`` of the error line the supervisor writes for a task whose worker died or hung.
-SUPERVISOR_SEQ = 10**9
 
 
 class LoadError(Exception):
