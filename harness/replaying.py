@@ -45,7 +45,8 @@ def _print_worst(cand, op, case, ctx, top: int, verdict: str = "") -> None:
     for name, exp in expected.items():
         if name not in got:
             continue
-        c = compare(name, got[name], exp, final_rounding(exp.dtype, truncating), worst_k=top)
+        # exp.pick: a huge case's reference covers sampled rows only
+        c = compare(name, exp.pick(got[name]), exp, final_rounding(exp.dtype, truncating), worst_k=top)
         print(f"\n{name}: max {c.max_ulp:.4g} ULP, mean {c.mean_ulp:.3g} ULP, error/bound {c.ratio:.3g} "
               f"({'ok' if c.ok else 'beyond the claimed domain' if verdict == 'range' else 'FAIL'})")
         print(f"  {'index':<14} {'expected':>14} {'got':>14} {'ULP':>10} {'bound ULP':>10}")

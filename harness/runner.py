@@ -182,6 +182,8 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
         if state["first"] is None:
             state["cases"] += 1
         if device_lost(res, ctx.device):
+            if state["first"] is None:  # its line says after how many generated cases (never shrunk)
+                state["first"] = state["cases"]
             state["last"] = (case, res)
             raise DeviceLost(state["cases"])
         if res.failed:
@@ -221,7 +223,7 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
         case, res = state["last"]
         res.reason += ("; the device was unusable after this case (a sticky device error), so the rest of this "
                        "task did not run")
-        out(fail_line(case, res))
+        out(sanitizer.attribute(fail_line(case, res), ctx.device))
         raise
     except Exception as e:  # noqa: BLE001 - a harness-side error is still a result, never a lost run
         out(result_line(task, cand, Case(cand.op, (1, 1), task.dtype),

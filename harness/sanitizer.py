@@ -8,6 +8,12 @@ once under ``compute-sanitizer --tool memcheck`` in a fresh process (``normgate 
 with PyTorch's caching allocator off, so that memcheck sees each tensor as its own allocation);
 the first finding goes into the result line (``sanitizer``) and its reason, which the report and
 the gate summary show.
+
+A case that crashed the device (a sticky CUDA error: an illegal address, a misaligned access) is
+replayed the same way; memcheck then says which kernel made the access. A fault in a kernel that
+is not PyTorch's turns the ``error`` into a ``fail`` ("memory fault: ..."), the same verdict as a
+write into a guard band: the crash is the candidate's bug, shown by the device's own checker. With
+no sanitizer, or no such finding, the line stays an ``error``.
 """
 
 from __future__ import annotations
@@ -65,6 +71,58 @@ def replay_argv(replay: str, device: str) -> list[str]:
     return [sys.executable, "-m", "normgate.cli", *parts[1:]]
 
 
+#: findings of memcheck that are an access by a kernel outside memory it may touch
+ACCESS_FAULTS = ("Invalid __global__", "Invalid __shared__", "Invalid __local__", "Misaligned", "Out-of-range")
+#: kernels of PyTorch itself: a fault there is not pinned on the candidate's own code
+TORCH_KERNELS = ("at::", "c10::", "cub::", "thrust::")
+
+
+def _memcheck(line: dict, device: str, exe: str) -> tuple[str, int | None]:
+    """(first finding or "", exit status) of the line's replay under memcheck."""
+    argv = [exe, "--tool", "memcheck", *replay_argv(line["replay"], device)]
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    timeout = float(os.environ.get(TIMEOUT_ENV, TIMEOUT_S))
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        return first_finding(proc.stdout + "\n" + proc.stderr), proc.returncode
+    except subprocess.TimeoutExpired:
+        return f"no result: memcheck ran past {timeout:g} s", None
+    except OSError as e:
+        return f"no result: {e}", None
+
+
+def _record(line: dict, finding: str, rc: int | None) -> None:
+    line["sanitizer"] = {"tool": "compute-sanitizer --tool memcheck", "finding": finding or "no error reported",
+                         "exit": rc}
+    line["reason"] = f"{line.get('reason', '')}; compute-sanitizer: {finding or 'no error reported'}"
+
+
+def access_fault(finding: str) -> bool:
+    """Does memcheck's finding say that a kernel other than PyTorch's own read or wrote where it
+    may not? (The finding's location lines name the kernel.)"""
+    return finding.startswith(ACCESS_FAULTS) and not any(k in finding for k in TORCH_KERNELS)
+
+
+def attribute(line: dict, device: str, exe: str | None = None) -> dict:
+    """A case that left the device unusable (an ``error`` line, a sticky CUDA error) replayed once
+    under memcheck. When memcheck names an access fault in a kernel that is not PyTorch's, the
+    crash is the candidate's bug, as an out-of-bounds write into a guard band is: the line becomes
+    a ``fail`` whose reason starts "memory fault:". Any other outcome (no sanitizer, no finding, a
+    fault in PyTorch's kernels, an ECC error) leaves it an ``error``: a crash is never a catch on
+    its own. Returns the line (changed in place)."""
+    if line.get("verdict") != "error" or not line.get("replay"):
+        return line
+    exe = exe or available(device)
+    if not exe:
+        return line
+    finding, rc = _memcheck(line, device, exe)
+    _record(line, finding, rc)
+    if access_fault(finding):
+        line["verdict"] = "fail"
+        line["reason"] = "memory fault: " + line["reason"]
+    return line
+
+
 def explain(line: dict, device: str, exe: str | None = None) -> dict:
     """Replay a failing line's case under memcheck once; record the first finding in the line.
 
@@ -75,18 +133,5 @@ def explain(line: dict, device: str, exe: str | None = None) -> dict:
     exe = exe or available(device)
     if not exe:
         return line
-    argv = [exe, "--tool", "memcheck", *replay_argv(line["replay"], device)]
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    timeout = float(os.environ.get(TIMEOUT_ENV, TIMEOUT_S))
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-        finding = first_finding(proc.stdout + "\n" + proc.stderr)
-        rc = proc.returncode
-    except subprocess.TimeoutExpired:
-        finding, rc = f"no result: memcheck ran past {timeout:g} s", None
-    except OSError as e:
-        finding, rc = f"no result: {e}", None
-    line["sanitizer"] = {"tool": "compute-sanitizer --tool memcheck", "finding": finding or "no error reported",
-                         "exit": rc}
-    line["reason"] = f"{line.get('reason', '')}; compute-sanitizer: {finding or 'no error reported'}"
+    _record(line, *_memcheck(line, device, exe))
     return line

@@ -137,6 +137,68 @@ def test_sanitizer_reruns_a_memory_failure_once(tmp_path, monkeypatch):
     json.dumps(out)
 
 
+def _fake_sanitizer(tmp_path, finding_lines: str):
+    exe = tmp_path / "compute-sanitizer"
+    exe.write_text("#!/bin/sh\necho '========= COMPUTE-SANITIZER'\n" + "".join(
+        f"echo '========= {ln}'\n" for ln in finding_lines.splitlines()) + "exit 1\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return str(exe)
+
+
+STICKY = "CUDA error: an illegal memory access was encountered"
+
+
+def test_a_crash_is_a_memory_fault_only_when_memcheck_pins_it_on_the_kernel(tmp_path):
+    line = {"verdict": "error", "reason": f"AcceleratorError: {STICKY}; the device was unusable after this case",
+            "replay": "normgate replay 'k@accuracy:rmsnorm,524289x4096,bf16,x=normal,dy=normal,w=normal,"
+                      "eps=1e-06,contiguous,seed=0' --load f.py"}
+    faults = {
+        "candidate": ("Invalid __global__ read of size 2 bytes\n    at _rms_fwd+0x3a0\n"
+                      "    by thread (0,0,0) in block (524288,0,0)\n    Address 0x7efd00000000 is out of bounds",
+                      "fail"),
+        "torch": ("Invalid __global__ write of size 4 bytes\n"
+                  "    at void at::native::vectorized_elementwise_kernel+0x80", "error"),
+        "none": ("ERROR SUMMARY: 0 errors", "error"),
+        "ecc": ("Program hit cudaErrorECCUncorrectable (error 214) due to uncorrectable ECC error", "error"),
+    }
+    for name, (text, verdict) in faults.items():
+        (tmp_path / name).mkdir()
+        exe = _fake_sanitizer(tmp_path / name, text)
+        out = sanitizer.attribute(dict(line), "cuda", exe)
+        assert out["verdict"] == verdict, (name, out)
+        assert out["reason"].startswith("memory fault: ") == (verdict == "fail"), out["reason"]
+        assert "compute-sanitizer: " in out["reason"] and out["sanitizer"]["exit"] == 1
+    assert sanitizer.attribute(dict(line), "cpu") == line  # no sanitizer on the CPU: stays an error
+    passed = dict(line, verdict="fail")
+    assert "sanitizer" not in sanitizer.attribute(passed, "cuda", exe)  # only errors are attributed
+
+
+def test_a_sticky_crash_goes_through_memcheck_in_the_runner(tmp_path, monkeypatch):
+    """The runner hands the line of a case that left the device unusable to sanitizer.attribute:
+    with memcheck naming the candidate's kernel, the task ends in a fail, not an error."""
+    from normgate import runner
+
+    def crashes(x, w, eps):
+        if x.shape[-1] > 1:
+            raise RuntimeError(STICKY)
+        return _rms(x, w, eps)
+
+    exe = _fake_sanitizer(tmp_path, "Invalid __global__ read of size 4 bytes\n    at crash_kernel+0x10")
+    monkeypatch.setattr(sanitizer, "available", lambda device: exe)
+    cand = _cand("t_sticky", crashes)
+    candidates.add_candidate(cand, replace=True)
+    try:
+        lines = []
+        with pytest.raises(runner.DeviceLost):
+            runner.run_task(runner.Task(cand.name, "fp32", "accuracy", 20), CTX, lines.append)
+    finally:
+        candidates.unregister(cand.name)
+    last = lines[-1]
+    assert last["verdict"] == "fail" and last["reason"].startswith("memory fault: RuntimeError: " + STICKY), last
+    assert "compute-sanitizer: Invalid __global__ read of size 4 bytes; at crash_kernel+0x10" in last["reason"]
+    assert last["examples"] == sum(ln["verdict"] == "pass" for ln in lines) + 1  # the cases it took, unshrunk
+
+
 def test_m_boundaries_catch_a_switch_at_256_and_pass_a_correct_kernel(monkeypatch):
     def switch(x, w, eps):
         h = x.float()
@@ -173,7 +235,7 @@ def test_n_boundaries_are_reachable():
     assert not NB.huge_allowed(CPU_PROFILE)  # huge shapes are for a GPU with the memory free
 
 
-def test_sampled_reference_matches_the_full_one(monkeypatch):
+def test_sampled_reference_matches_the_full_one(monkeypatch, capsys):
     op = get_op("layernorm")
     variant = LayerNormVariant()
     case = Case("layernorm", (40, 9), "fp32", seed=5)
@@ -194,6 +256,11 @@ def test_sampled_reference_matches_the_full_one(monkeypatch):
                   op="layernorm", eps_none=False)
     for check in ("accuracy", "contract", "identities"):
         assert checks.ALL[check](right, op, case, CTX).verdict == "pass"
+    from normgate import replaying
+
+    capsys.readouterr()
+    replaying._print_worst(right, op, case, CTX, 3)  # replay's table: the sampled rows of the output
+    assert "\ny: max " in capsys.readouterr().out
     assert NB.sample_rows(3 << 20, 1024, 0, 16)[:2] == [0, 1] and (1 << 31) // 1024 in NB.sample_rows(3 << 20, 1024, 0)
 
 

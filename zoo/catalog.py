@@ -25,6 +25,13 @@ PREFIX_CORRECT = "zoo_"
 PREFIX_MUTANT = "mutant_"
 
 
+#: the widest row the zoo's Triton kernels take: they keep a row in one program's registers, a
+#: block of next_power_of_2(N). At N = 65,537 (a block of 131,072) two cases of a mutant whose
+#: arithmetic is the correct kernel's ran past their time limits (300 s and 40 s) on an H200 under
+#: Triton 3.6, where cases at N = 16,384 took 2-3 s. Liger-Kernel refuses long rows the same way.
+TRITON_MAX_N = 32768
+
+
 @dataclass(frozen=True)
 class Base:
     """A correct candidate of the zoo and the claim its mutants inherit."""
@@ -40,6 +47,10 @@ class Base:
     inplace: bool = False  # declares that it may overwrite its inputs (dx into dy)
     #: further ``register`` declarations, as (name, value) pairs: grads, max_n (zoo/variants.py)
     declare: tuple[tuple[str, object], ...] = ()
+
+    def claims(self) -> dict[str, object]:
+        """What ``register`` is told beyond the variant: the declarations, and the Triton kernels' widest row."""
+        return {**({"max_n": TRITON_MAX_N} if self.triton else {}), **dict(self.declare)}
 
     def dtypes(self) -> tuple[str, ...]:
         from normgate.runner import interpreter_on
@@ -214,12 +225,12 @@ def register_all() -> None:
     for b in BASES.values():
         if b.name not in reg:
             candidates.register(b.name, b.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
-                                inplace=b.inplace, description=b.description, **dict(b.declare))
+                                inplace=b.inplace, description=b.description, **b.claims())
     for m in MUTANTS:
         if m.candidate not in reg:
             b = BASES[m.base]
             candidates.register(m.candidate, m.fn, op=b.op, variant=b.variant, dtypes=b.dtypes(), triton=b.triton,
-                                inplace=b.inplace, description=m.bug, **dict(b.declare))
+                                inplace=b.inplace, description=m.bug, **b.claims())
 
 
 def correct_names(device: str) -> list[str]:
