@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import sanitizer
 from .results import SUPERVISOR_SEQ as SUPERVISOR_SEQ
 from .runner import WORKERS_PER_GPU_ENV, Task, task_line
 from .scheduling import TaskQueue
@@ -103,6 +104,7 @@ class Pool:
         r, w = os.pipe()
         env = dict(os.environ)
         env[SUPERVISOR_ENV] = str(os.getpid())  # the worker ends itself if this process dies
+        env[sanitizer.CASE_TIMEOUT_ENV] = str(self.opts.case_timeout)
         if self.opts.device.startswith("cuda") and self.opts.gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = gpu_for(index, self.opts.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         if self.opts.device == "cpu":
@@ -364,6 +366,8 @@ class Pool:
         elif kind == "case" and wk.task is not None:
             wk.case, wk.case_start = ev["case"], time.monotonic()
             self.on_event("case", {"task": wk.task})
+        elif kind == "sanitizer" and wk.task is not None:  # replaying a failure under memcheck:
+            wk.case_start = time.monotonic()  # a fresh case window, which sanitizer.timeout_s keeps within
         elif kind == "line" and wk.task is not None and isinstance(ev.get("line"), dict):
             line = ev["line"]
             seen = self.seen.setdefault(wk.task.id, set())

@@ -141,8 +141,11 @@ def device_lost(res: CheckResult, device: str) -> bool:
 
 
 def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
-             on_case: Callable[[Case], None] | None = None) -> int:
+             on_case: Callable[[Case], None] | None = None,
+             on_sanitizer: Callable[[], None] | None = None) -> int:
     """Run one task; ``emit`` gets each result line. Returns the number of cases run.
+    ``on_case`` is called as each case starts, ``on_sanitizer`` as a failing case's replay under
+    compute-sanitizer starts (harness/sanitizer.py).
 
     Raises :class:`DeviceLost` (after emitting the case's error line) when a case left the
     device unusable: the caller must not run anything else in this process on that device."""
@@ -215,7 +218,7 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
     try:
         test()
     except _Falsified as f:
-        out(sanitizer.explain(fail_line(f.case, f.res), ctx.device))
+        out(sanitizer.explain(fail_line(f.case, f.res), ctx.device, before=on_sanitizer))
     except Flaky:
         if state["last"] is not None:
             out(fail_line(*state["last"], flaky=True))
@@ -223,7 +226,7 @@ def run_task(task: Task, ctx: Context, emit: Callable[[dict], None],
         case, res = state["last"]
         res.reason += ("; the device was unusable after this case (a sticky device error), so the rest of this "
                        "task did not run")
-        out(sanitizer.attribute(fail_line(case, res), ctx.device))
+        out(sanitizer.attribute(fail_line(case, res), ctx.device, before=on_sanitizer))
         raise
     except Exception as e:  # noqa: BLE001 - a harness-side error is still a result, never a lost run
         out(result_line(task, cand, Case(cand.op, (1, 1), task.dtype),

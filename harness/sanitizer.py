@@ -18,11 +18,14 @@ no sanitizer, or no such finding, the line stays an ``error``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 #: what makes a failure smell of memory (substrings of the reason)
 SMELLS = ("out-of-bounds write", "non-finite", "with poisoned free memory", "illegal memory access",
@@ -30,6 +33,10 @@ SMELLS = ("out-of-bounds write", "non-finite", "with poisoned free memory", "ill
 TIMEOUT_ENV = "NORMGATE_SANITIZER_TIMEOUT"
 #: memcheck runs kernels one to two orders of magnitude slower: a shrunk case, so minutes at most
 TIMEOUT_S = 600.0
+#: the run's time limit for one case, which a worker's supervisor sets: the replay under memcheck
+#: gets a fresh window of it (``before``) and stays within 90% of it, so that the supervisor never
+#: takes a slow memcheck for a hung case and loses the failure it is explaining
+CASE_TIMEOUT_ENV = "NORMGATE_CASE_TIMEOUT"
 
 
 def smells_of_memory(reason: str) -> bool:
@@ -77,18 +84,36 @@ ACCESS_FAULTS = ("Invalid __global__", "Invalid __shared__", "Invalid __local__"
 TORCH_KERNELS = ("at::", "c10::", "cub::", "thrust::")
 
 
-def _memcheck(line: dict, device: str, exe: str) -> tuple[str, int | None]:
+def timeout_s() -> float:
+    """Seconds memcheck may take: NORMGATE_SANITIZER_TIMEOUT (default TIMEOUT_S), within 90% of
+    the case time limit where a supervisor set one."""
+    timeout = float(os.environ.get(TIMEOUT_ENV, TIMEOUT_S))
+    case_limit = os.environ.get(CASE_TIMEOUT_ENV)
+    return min(timeout, 0.9 * float(case_limit)) if case_limit else timeout
+
+
+def _memcheck(line: dict, device: str, exe: str, before: Callable[[], None] | None) -> tuple[str, int | None]:
     """(first finding or "", exit status) of the line's replay under memcheck."""
     argv = [exe, "--tool", "memcheck", *replay_argv(line["replay"], device)]
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    timeout = float(os.environ.get(TIMEOUT_ENV, TIMEOUT_S))
+    timeout = timeout_s()
+    if before is not None:
+        before()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-        return first_finding(proc.stdout + "\n" + proc.stderr), proc.returncode
-    except subprocess.TimeoutExpired:
-        return f"no result: memcheck ran past {timeout:g} s", None
+        # a session of its own: on a timeout the replay it started dies with it (killing memcheck
+        # alone leaves the replay holding the pipes, and the wait for them would outlast the limit)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
     except OSError as e:
         return f"no result: {e}", None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return f"no result: memcheck ran past {timeout:g} s", None
+    return first_finding(out + "\n" + err), proc.returncode
 
 
 def _record(line: dict, finding: str, rc: int | None) -> None:
@@ -103,19 +128,20 @@ def access_fault(finding: str) -> bool:
     return finding.startswith(ACCESS_FAULTS) and not any(k in finding for k in TORCH_KERNELS)
 
 
-def attribute(line: dict, device: str, exe: str | None = None) -> dict:
+def attribute(line: dict, device: str, exe: str | None = None, before: Callable[[], None] | None = None) -> dict:
     """A case that left the device unusable (an ``error`` line, a sticky CUDA error) replayed once
     under memcheck. When memcheck names an access fault in a kernel that is not PyTorch's, the
     crash is the candidate's bug, as an out-of-bounds write into a guard band is: the line becomes
     a ``fail`` whose reason starts "memory fault:". Any other outcome (no sanitizer, no finding, a
     fault in PyTorch's kernels, an ECC error) leaves it an ``error``: a crash is never a catch on
-    its own. Returns the line (changed in place)."""
+    its own. ``before`` is called just before memcheck starts (a worker restarts its case clock).
+    Returns the line (changed in place)."""
     if line.get("verdict") != "error" or not line.get("replay"):
         return line
     exe = exe or available(device)
     if not exe:
         return line
-    finding, rc = _memcheck(line, device, exe)
+    finding, rc = _memcheck(line, device, exe, before)
     _record(line, finding, rc)
     if access_fault(finding):
         line["verdict"] = "fail"
@@ -123,15 +149,16 @@ def attribute(line: dict, device: str, exe: str | None = None) -> dict:
     return line
 
 
-def explain(line: dict, device: str, exe: str | None = None) -> dict:
+def explain(line: dict, device: str, exe: str | None = None, before: Callable[[], None] | None = None) -> dict:
     """Replay a failing line's case under memcheck once; record the first finding in the line.
 
     Returns the line (changed in place). Does nothing unless the line failed, smells of memory and
-    a sanitizer is there (``exe``, or ``compute-sanitizer`` on PATH for a CUDA device)."""
+    a sanitizer is there (``exe``, or ``compute-sanitizer`` on PATH for a CUDA device); ``before``
+    as in ``attribute``."""
     if line.get("verdict") != "fail" or not line.get("replay") or not smells_of_memory(line.get("reason", "")):
         return line
     exe = exe or available(device)
     if not exe:
         return line
-    _record(line, *_memcheck(line, device, exe))
+    _record(line, *_memcheck(line, device, exe, before))
     return line

@@ -206,7 +206,8 @@ def main() -> None:
         cases = 0
         try:
             cases = run_task(task, ctx, emit=lambda line: send({"event": "line", "line": line}),
-                             on_case=lambda case: send({"event": "case", "case": case.key()}))
+                             on_case=lambda case: send({"event": "case", "case": case.key()}),
+                             on_sanitizer=lambda: send({"event": "sanitizer"}))
             left = _leftovers(threads_before, handlers_before, device)
         except DeviceLost as lost:
             send({"event": "retire"})

@@ -187,16 +187,44 @@ def test_a_sticky_crash_goes_through_memcheck_in_the_runner(tmp_path, monkeypatc
     monkeypatch.setattr(sanitizer, "available", lambda device: exe)
     cand = _cand("t_sticky", crashes)
     candidates.add_candidate(cand, replace=True)
+    held = []
     try:
         lines = []
         with pytest.raises(runner.DeviceLost):
-            runner.run_task(runner.Task(cand.name, "fp32", "accuracy", 20), CTX, lines.append)
+            runner.run_task(runner.Task(cand.name, "fp32", "accuracy", 20), CTX, lines.append,
+                            on_sanitizer=lambda: held.append(len(lines)))
     finally:
         candidates.unregister(cand.name)
     last = lines[-1]
+    assert held == [len(lines) - 1]  # the case clock restarted once, before the line was written
     assert last["verdict"] == "fail" and last["reason"].startswith("memory fault: RuntimeError: " + STICKY), last
     assert "compute-sanitizer: Invalid __global__ read of size 4 bytes; at crash_kernel+0x10" in last["reason"]
     assert last["examples"] == sum(ln["verdict"] == "pass" for ln in lines) + 1  # the cases it took, unshrunk
+
+
+def test_memcheck_stays_within_the_case_time_limit(tmp_path, monkeypatch):
+    """Under a supervisor (NORMGATE_CASE_TIMEOUT) memcheck gets 90% of a case's time limit, so a slow
+    replay ends as "no result" in the line instead of the supervisor killing the worker as hung
+    and losing the failure."""
+    exe = tmp_path / "compute-sanitizer"
+    pid_file = tmp_path / "replay.pid"  # memcheck starts the replay as a child of its own
+    exe.write_text(f"#!/bin/sh\nsleep 30 &\necho $! > {pid_file}\nsleep 30\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv(sanitizer.TIMEOUT_ENV, "600")
+    monkeypatch.setenv(sanitizer.CASE_TIMEOUT_ENV, "1")
+    assert sanitizer.timeout_s() == pytest.approx(0.9)
+    line = {"verdict": "fail", "reason": "out-of-bounds write: y: written past its end",
+            "replay": "normgate replay 'k@contract:rmsnorm,1x1,fp32,x=normal,dy=normal,w=normal,eps=1e-06,"
+                      "contiguous,seed=0'"}
+    t0 = time.perf_counter()
+    out = sanitizer.explain(line, "cuda", str(exe))
+    assert time.perf_counter() - t0 < 4 and out["sanitizer"]["finding"] == "no result: memcheck ran past 0.9 s"
+    time.sleep(0.2)
+    replay = int(pid_file.read_text())
+    assert not os.path.exists(f"/proc/{replay}") or "Z" in open(f"/proc/{replay}/stat").read().split()[2], \
+        "the replay memcheck started outlived the time limit"
+    monkeypatch.delenv(sanitizer.CASE_TIMEOUT_ENV)
+    assert sanitizer.timeout_s() == 600
 
 
 def test_m_boundaries_catch_a_switch_at_256_and_pass_a_correct_kernel(monkeypatch):
