@@ -101,7 +101,7 @@ def _memcheck(line: dict, device: str, exe: str, before: Callable[[], None] | No
         before()
     try:
         # a session of its own: on a timeout the replay it started dies with it (killing memcheck
-        # alone leaves the replay holding the pipes, and the wait for them would outlast the limit)
+        # alone would leave the replay running on the GPU after the line is written)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)
     except OSError as e:
