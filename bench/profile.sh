@@ -16,12 +16,13 @@ METRICS+=,launch__block_size,launch__occupancy_limit_registers,sm__warps_active.
 METRICS+=,l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum,l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum
 METRICS+=,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
 METRICS+=,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
-CASES=${CASES:-"normgate rmsnorm 16384 forward_backward;liger rmsnorm 16384 forward_backward;normgate rmsnorm 32768 forward;liger rmsnorm 32768 forward"}
+CASES=${CASES:-"normgate rmsnorm 32768 forward;torch_compile rmsnorm 32768 forward;normgate rmsnorm 16384 forward_backward;liger rmsnorm 16384 forward_backward"}
 IFS=';' read -ra cases <<< "$CASES"
 for c in "${cases[@]}"; do
   read -r kernel op n pass <<< "$c"
-  # every launch of two steps (the first compiles; the second is the one to read)
-  timeout 120 ncu --clock-control none --metrics "$METRICS" --csv \
+  # every launch of two steps (the first compiles; the second is the one to read); torch.compile's
+  # generated kernels (its source, the autotuned configs) go to the .err file
+  TORCH_LOGS=${TORCH_LOGS:-output_code} timeout 120 ncu --clock-control none --metrics "$METRICS" --csv \
     python3 bench/ncu_target.py "$kernel" "$op" "$n" "$pass" --repeat 2 > "$OUT/ncu-$kernel-$op-$n-$pass.csv" 2> "$OUT/ncu-$kernel-$op-$n-$pass.err"
   echo "ncu $c: rc $?"
 done
