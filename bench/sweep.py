@@ -65,27 +65,24 @@ def _key(op: str) -> str:
     return "rms" if op == "rmsnorm" else "ln"
 
 
-def fwd_cands(n: int) -> list[Cand]:
+def fwd_cands(n: int, op: str = "rmsnorm") -> list[Cand]:
     """Forward at large N: the whole row in one tile (rows, warps), and the looped path."""
     out = []
-    for rows, warps in ((1, 4), (1, 8), (1, 16), (2, 8), (2, 16)):
-        if rows * n <= 16384:  # two rows of 16k and more: a tile of more than 32k elements spills
+    for rows, warps in ((1, 4), (1, 8), (1, 16), (1, 32), (2, 8), (2, 16)):
+        # up to 64 elements a thread (more spills) and 32,768 a tile
+        if rows * n <= 32768 and rows * n <= 64 * 32 * warps:
             out.append(Cand(f"tile rows={rows} warps={warps}", fwd=C(n, rows, warps)))
-    # not 32 warps: torch.compile's looped forward at 16384-32768 runs 1024 threads of 32 registers
-    # (Nsight, bench/results/h200-2026-12-02/ncu-forward-summary.txt), but ours over 32 warps ran
-    # 1.03-3.5x slower than the tables' config, whole rows and every chunk; with the sums kept per
-    # column lane and reduced once a row too, 1.06-2.9x (sweep-32warps-lanes.md)
     for chunk in (2048, 4096, 8192, 16384):
         if chunk < n:
             for warps in (8, 16):
                 if chunk // (32 * warps) >= 2:  # at least two elements a thread
                     out.append(Cand(f"looped chunk={chunk} warps={warps}", fwd=C(chunk, 1, warps, looped=True)))
-    # the looped path with L2 eviction hints: the first pass keeps the row in L2, the second drops it
-    for chunk, warps_tried in ((2048, (4, 8)), (4096, (4, 8, 16)), (8192, (8, 16)), (16384, (16,))):
-        if chunk < n:
-            for warps in warps_tried:
-                out.append(Cand(f"looped evict chunk={chunk} warps={warps}",
-                                fwd=C(chunk, 1, warps, looped=True, evict=True)))
+                    # L2 eviction hints: the first pass keeps the row in L2, the second drops it
+                    out.append(Cand(f"looped evict chunk={chunk} warps={warps}",
+                                    fwd=C(chunk, 1, warps, looped=True, evict=True)))
+                    if op == "rmsnorm":  # and the squares summed per column lane (RMSNorm's looped path)
+                        out.append(Cand(f"looped evict lanes chunk={chunk} warps={warps}",
+                                        fwd=C(chunk, 1, warps, looped=True, evict=True, lanes=True)))
     return out
 
 
@@ -124,7 +121,7 @@ def targets() -> list[Target]:
     out = []
     for n in (8192, 16384, 32768):
         for op in ("rmsnorm", "layernorm"):
-            out.append(Target(f"{op} forward N={n}", op, "forward", n, (M,), fwd_cands(n)))
+            out.append(Target(f"{op} forward N={n}", op, "forward", n, (M,), fwd_cands(n, op)))
     out.append(Target("rmsnorm forward+backward N=32768", "rmsnorm", "forward_backward", 32768, (M,),
                       split_cands(32768)))
     for op in ("rmsnorm", "layernorm"):

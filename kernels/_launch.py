@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 # No mul+add contraction into FMA (in LLVM or ptxas). Triton compiles a kernel anew for each
 # specialization of its integer and pointer arguments, and whether a multiply and an add are
@@ -78,6 +79,7 @@ class Config:
     dot_rows: int = 1  # split path, first kernel: rows per program
     dot_warps: int = 8  # split path, first kernel: num_warps
     evict: bool = False  # forward, looped: the first pass keeps the row in L2 for the second, which drops it
+    lanes: bool = False  # forward, looped (RMSNorm): the sums kept per column lane, reduced once a row
 
     @property
     def policies(self) -> tuple[str, str]:
@@ -115,11 +117,13 @@ BWD_SPLIT: dict[str, Config] = {
 @dataclass(frozen=True)
 class Tables:
     """One GPU model's launch tables: forward and backward as FWD_TABLE and BWD_TABLE, and the
-    longest row a forward program keeps in registers."""
+    longest row a forward program keeps in registers, and the looped forward's config above it
+    (None: chunks of FWD_LOOP_BLOCK over FWD_LOOP_WARPS)."""
 
     fwd: dict[str, list[tuple]]
     bwd: dict[str, list[tuple]]
     fwd_max_block: int
+    fwd_loop: dict[str, Config] | None = None
 
 
 def _replacing(table: list[tuple], *entries: tuple) -> list[tuple]:
@@ -137,10 +141,15 @@ def _replacing(table: list[tuple], *entries: tuple) -> list[tuple]:
 # 8192 with prefetch and reload_w (+22%). Everywhere else the H100's entries were within 1% of its best.
 GPU_TABLES: dict[str, Tables] = {
     "H200": Tables(
-        fwd={"rms": _replacing(FWD_TABLE["rms"], (2048, 2, 4), (8192, 1, 8), (16384, 1, 8)),
-             "ln": _replacing(FWD_TABLE["ln"], (2048, 2, 4))},
+        fwd={"rms": _replacing(FWD_TABLE["rms"], (2048, 2, 4), (4096, 1, 8), (8192, 1, 8), (16384, 1, 8)),
+             "ln": _replacing(FWD_TABLE["ln"], (2048, 2, 4), (4096, 1, 8))},
         bwd={"rms": BWD_TABLE["rms"], "ln": _replacing(BWD_TABLE["ln"], (8192, 1, 16, 1, True, True))},
         fwd_max_block=16384,
+        # with the hardware's bf16 rounding (rnd), RMSNorm's looped forward at 32768 is 8% faster
+        # over 8 warps with the eviction hints (566.4 -> 524.1 us); one row a tile at 4096 is
+        # 4-6% faster at M = 1-128; at M = 16384 RMSNorm level, LayerNorm 2.7% slower (72.4 -> 74.4 us)
+        # (bench/results/h200-2026-12-03/sweep-cast-rounds.md)
+        fwd_loop={"rms": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True)},
     ),
 }
 
@@ -173,6 +182,8 @@ def fwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> C
     t = tables(device)
     block = max(16, triton.next_power_of_2(n))
     if block > t.fwd_max_block:
+        if t.fwd_loop and op in t.fwd_loop:
+            return t.fwd_loop[op]
         return Config(FWD_LOOP_BLOCK, 1, FWD_LOOP_WARPS, looped=True)
     rows, warps = _lookup(t.fwd[op], block)
     return Config(block, rows, warps)
@@ -262,11 +273,17 @@ def rnd(v, DT: tl.constexpr):
     """fp32 ``v`` rounded to nearest even in ``DT``, returned as fp32.
 
     For the roundings a variant mandates on the way (h, llama's xhat, every step of ``none``): y
-    must be computed from exactly the h that is returned, correctly rounded on every backend. The
-    Triton interpreter truncates fp32 -> bf16 casts, so bf16 is rounded on the bits (the cast
-    that follows is exact); on the GPU this costs a few integer ops of a memory-bound kernel.
+    must be computed from exactly the h that is returned, correctly rounded on every backend.
+    Compiled, the cast is the hardware's round-to-nearest-even conversion. The Triton interpreter
+    truncates fp32 -> bf16 casts, so there bf16 is rounded on the bits (the cast that follows is
+    exact). Both give the same bits for every fp32 input, NaN aside (a NaN stays a NaN); the bit
+    form costs six integer ops an element, which on an H200 made the llama forward 7% slower at
+    N = 16384 and 20% slower at 32768, whole row in registers (bench/results/h200-2026-12-02/
+    fwd-bisect.md).
     """
     if DT == tl.bfloat16:
+        if CAST_ROUNDS:
+            return v.to(tl.bfloat16).to(tl.float32)
         bits = v.to(tl.int32, bitcast=True)
         bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & -65536
         return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
@@ -278,13 +295,20 @@ def rnd(v, DT: tl.constexpr):
 
 @triton.jit
 def narrow(v, DT: tl.constexpr):
-    """``rnd(v, DT)`` as a ``DT`` tensor. bf16 is made from the bits: the interpreter's cast is
-    wrong on subnormals even where the value is exact."""
+    """``rnd(v, DT)`` as a ``DT`` tensor. Interpreted, bf16 is made from the bits: the
+    interpreter's cast is wrong on subnormals even where the value is exact."""
     if DT == tl.bfloat16:
+        if CAST_ROUNDS:
+            return v.to(tl.bfloat16)
         bits = rnd(v, DT).to(tl.int32, bitcast=True)
         return (bits >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
     else:
         return v.to(DT)
+
+
+# Whether casts round correctly: true for compiled kernels, false under the interpreter (which
+# triton.jit chose when these functions were defined: TRITON_INTERPRET=1 at import).
+CAST_ROUNDS: tl.constexpr = tl.constexpr(not isinstance(rnd, InterpretedFunction))
 
 
 @triton.jit

@@ -85,26 +85,42 @@ def _rms_fwd(
     M, N, eps, offset,
     CASTING: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_RSTD: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-    KEEP: tl.constexpr, DROP: tl.constexpr,
+    KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr,
 ):
     """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
-    and second pass (``Config.policies``)."""
+    and second pass (``Config.policies``); LANES: its sums kept per column lane (``Config.lanes``)."""
     XDT = X.dtype.element_ty
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     if LOOPED:  # one tile of rows per program, the row in chunks: sums first, then y
         rows = pid * ROWS + tl.arange(0, ROWS)
         rmask = rows < M
-        sumsq = tl.zeros([ROWS], dtype=tl.float32)
-        sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
-        for c0 in range(0, N, BLOCK_N):
-            c = c0 + cols
-            x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, KEEP)
-            mask = rmask[:, None] & (c < N)[None, :]
-            h = make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
-            s, s_x = _sums(h, CASTING, XDT)
-            sumsq += s
-            sumsq_x += s_x
+        if LANES:  # the squares summed per column lane over the chunks, reduced once a row
+            lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+            lane_x = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+            for c0 in range(0, N, BLOCK_N):
+                c = c0 + cols
+                x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, KEEP)
+                mask = rmask[:, None] & (c < N)[None, :]
+                h = make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
+                lane += h * h
+                if CASTING == NONE:
+                    lane_x += rnd(h * h, XDT)
+            sumsq = tl.sum(lane, axis=1)
+            sumsq_x = sumsq
+            if CASTING == NONE:
+                sumsq_x = tl.sum(lane_x, axis=1)
+        else:  # one reduction a chunk
+            sumsq = tl.zeros([ROWS], dtype=tl.float32)
+            sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
+            for c0 in range(0, N, BLOCK_N):
+                c = c0 + cols
+                x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, KEEP)
+                mask = rmask[:, None] & (c < N)[None, :]
+                h = make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
+                s, s_x = _sums(h, CASTING, XDT)
+                sumsq += s
+                sumsq_x += s_x
         rstd, rstd_bwd = _rstd(sumsq, sumsq_x, N, eps, CASTING, XDT)
         r64 = rows.to(tl.int64)
         for c0 in range(0, N, BLOCK_N):
@@ -263,7 +279,7 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
         CASTING=_CASTING[casting], HAS_W=weight is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_RSTD=want_rstd, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        KEEP=cfg.policies[0], DROP=cfg.policies[1],
+        KEEP=cfg.policies[0], DROP=cfg.policies[1], LANES=cfg.lanes,
         num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, rstd

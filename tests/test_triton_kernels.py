@@ -570,3 +570,19 @@ def test_each_gpu_models_tables_compute_the_same_function(model, n, monkeypatch)
     _check(x.grad, dx, dxm, n, "dx")
     _check(w.grad, dw, dwm, 3 + n, "dw")
     _ln_run((3, n), torch.bfloat16, torch.float32, seed=7)
+
+
+@pytest.mark.parametrize("casting", ["llama", "gemma", "none"])
+def test_looped_forward_with_sums_per_lane_keeps_the_bounds(casting, monkeypatch):
+    """RMSNorm's looped forward with the squares summed per column lane (Config.lanes, with the
+    eviction hints): the same bounds as every other config, a residual included."""
+    monkeypatch.setattr(L, "fwd_config", lambda *a, **k: L.Config(64, 1, 4, looped=True, evict=True, lanes=True))
+    n = 200
+    x, w, r, dy, y, _ = _rms_case((3, n), torch.bfloat16, torch.float32, casting, 0.0, seed=11)
+    ye, mag, *_ = _rms_expected(x, w, r, dy, torch.bfloat16, casting, 0.0)
+    if casting == "none":  # the bounds of test_rmsnorm_variants
+        _check(y, ye, (16 * dtypes.unit_roundoff(torch.bfloat16) / U32 / n) * mag, n, "y")
+    elif casting == "llama":
+        _check(y, ye, mag * (2.0 ** -dtypes.precision(torch.bfloat16) / U32 / n), n, "y", ulps=1.0)
+    else:
+        _check(y, ye, mag, n, "y")
