@@ -278,8 +278,8 @@ def rnd(v, DT: tl.constexpr):
     truncates fp32 -> bf16 casts, so there bf16 is rounded on the bits (the cast that follows is
     exact). Both give the same bits for every fp32 input, NaN aside (a NaN stays a NaN); the bit
     form costs six integer ops an element, which on an H200 made the llama forward 7% slower at
-    N = 16384 and 20% slower at 32768, whole row in registers (bench/results/h200-2026-12-02/
-    fwd-bisect.md).
+    N = 16384 and 20% slower at 32768, whole row in registers (bench/results/h200-2026-12-03/
+    fwdexp.log).
     """
     if DT == tl.bfloat16:
         if CAST_ROUNDS:

@@ -78,6 +78,15 @@ def _apply(h, rstd, w, CASTING: tl.constexpr, HAS_W: tl.constexpr, XDT: tl.const
     return xhat
 
 
+@triton.jit
+def _chunk_h(X, R, H, rows, rmask, M, N, c, stride_x, stride_r, stride_h, HAS_RES: tl.constexpr,
+             ODD: tl.constexpr, POLICY: tl.constexpr):
+    """The looped path's first pass: h of columns ``c`` of ``rows`` (stored when there is a residual)."""
+    x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, POLICY)
+    mask = rmask[:, None] & (c < N)[None, :]
+    return make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
+
+
 @triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _rms_fwd(
     X, R, Y, H, W, RSTD,
@@ -99,10 +108,7 @@ def _rms_fwd(
             lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             lane_x = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             for c0 in range(0, N, BLOCK_N):
-                c = c0 + cols
-                x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, KEEP)
-                mask = rmask[:, None] & (c < N)[None, :]
-                h = make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
+                h = _chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 lane += h * h
                 if CASTING == NONE:
                     lane_x += rnd(h * h, XDT)
@@ -114,10 +120,7 @@ def _rms_fwd(
             sumsq = tl.zeros([ROWS], dtype=tl.float32)
             sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
             for c0 in range(0, N, BLOCK_N):
-                c = c0 + cols
-                x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, KEEP)
-                mask = rmask[:, None] & (c < N)[None, :]
-                h = make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
+                h = _chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 s, s_x = _sums(h, CASTING, XDT)
                 sumsq += s
                 sumsq_x += s_x
