@@ -148,8 +148,10 @@ GPU_TABLES: dict[str, Tables] = {
         # with the hardware's bf16 rounding (rnd), RMSNorm's looped forward at 32768 is 8% faster
         # over 8 warps with the eviction hints (566.4 -> 524.1 us); one row a tile at 4096 is
         # 4-6% faster at M = 1-128; at M = 16384 RMSNorm level, LayerNorm 2.7% slower (72.4 -> 74.4 us)
-        # (bench/results/h200-2026-12-03/sweep-cast-rounds.md)
-        fwd_loop={"rms": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True)},
+        # (bench/results/h200-2026-12-03/sweep-cast-rounds.md); so is LayerNorm's, by 3.3% (623.9 ->
+        # 603.8 us; sweep-ln-welford-lanes.md)
+        fwd_loop={"rms": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True),
+                  "ln": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True)},
     ),
 }
 
@@ -331,6 +333,15 @@ def make_h(x, r, H, rows, cols, mask, stride_h, HAS_RES: tl.constexpr, ODD: tl.c
         tl.store(tile(H, rows, cols, stride_h), narrow(h, x.dtype), mask=mask)
         return h
     return x.to(tl.float32)
+
+
+@triton.jit
+def chunk_h(X, R, H, rows, rmask, M, N, c, stride_x, stride_r, stride_h, HAS_RES: tl.constexpr,
+            ODD: tl.constexpr, POLICY: tl.constexpr):
+    """A looped forward's first pass: h of columns ``c`` of ``rows`` (stored when there is a residual)."""
+    x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, POLICY)
+    mask = rmask[:, None] & (c < N)[None, :]
+    return make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
 
 
 @triton.jit

@@ -24,7 +24,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import div_rn, fetch_x, make_h, rsqrt_rn, tile
+from ._launch import chunk_h, div_rn, fetch_x, make_h, rsqrt_rn, tile
 
 
 @triton.jit
@@ -69,10 +69,8 @@ def _ln_fwd(
         m2 = tl.zeros([ROWS], dtype=tl.float32)
         for c0 in range(0, N, BLOCK_N):
             c = c0 + cols
-            cmask = c < N
-            mask = rmask[:, None] & cmask[None, :]
-            x, r = fetch_x(X, R, rows, M, c, cmask, stride_x, stride_r, HAS_RES, KEEP)
-            h = make_h(x, r, H, r64, c, mask, stride_h, HAS_RES, ODD)
+            mask = rmask[:, None] & (c < N)[None, :]
+            h = chunk_h(X, R, H, rows, rmask, M, N, c, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
             # Chan et al.: merge (c0 elements, mean, m2) with this chunk's (nb, mb, m2b), each
             # chunk's m2b two-pass about its own mean: stable for any offset of the row
             na = c0 * 1.0

@@ -31,7 +31,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import div_rn, fetch_x, make_h, rnd, rsqrt_rn, tile
+from ._launch import chunk_h, div_rn, fetch_x, make_h, rnd, rsqrt_rn, tile
 
 _CASTING = {"llama": 0, "gemma": 1, "none": 2}
 LLAMA: tl.constexpr = tl.constexpr(0)
@@ -78,15 +78,6 @@ def _apply(h, rstd, w, CASTING: tl.constexpr, HAS_W: tl.constexpr, XDT: tl.const
     return xhat
 
 
-@triton.jit
-def _chunk_h(X, R, H, rows, rmask, M, N, c, stride_x, stride_r, stride_h, HAS_RES: tl.constexpr,
-             ODD: tl.constexpr, POLICY: tl.constexpr):
-    """The looped path's first pass: h of columns ``c`` of ``rows`` (stored when there is a residual)."""
-    x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, POLICY)
-    mask = rmask[:, None] & (c < N)[None, :]
-    return make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
-
-
 @triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _rms_fwd(
     X, R, Y, H, W, RSTD,
@@ -108,7 +99,7 @@ def _rms_fwd(
             lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             lane_x = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             for c0 in range(0, N, BLOCK_N):
-                h = _chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
+                h = chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 lane += h * h
                 if CASTING == NONE:
                     lane_x += rnd(h * h, XDT)
@@ -120,7 +111,7 @@ def _rms_fwd(
             sumsq = tl.zeros([ROWS], dtype=tl.float32)
             sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
             for c0 in range(0, N, BLOCK_N):
-                h = _chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
+                h = chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 s, s_x = _sums(h, CASTING, XDT)
                 sumsq += s
                 sumsq_x += s_x
