@@ -148,8 +148,9 @@ GPU_TABLES: dict[str, Tables] = {
         # with the hardware's bf16 rounding (rnd), RMSNorm's looped forward at 32768 is 8% faster
         # over 8 warps with the eviction hints (566.4 -> 524.1 us); one row a tile at 4096 is
         # 4-6% faster at M = 1-128; at M = 16384 RMSNorm level, LayerNorm 2.7% slower (72.4 -> 74.4 us)
-        # (bench/results/h200-2026-12-03/sweep-cast-rounds.md); so is LayerNorm's, by 3.3% (623.9 ->
-        # 603.8 us; sweep-ln-welford-lanes.md)
+        # (bench/results/h200-2026-12-03/sweep-cast-rounds.md); LayerNorm's looped forward at 32768,
+        # over the same 8 warps with the hints, is 3.3% faster (623.9 -> 603.8 us;
+        # bench/results/h200-2026-12-03/sweep-ln-welford-lanes.md)
         fwd_loop={"rms": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True),
                   "ln": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True)},
     ),
