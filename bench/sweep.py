@@ -49,6 +49,15 @@ class Cand:
     fwd: L.Config | None = None
     bwd: L.Config | None = None
     min_rows: int | None = None
+    # the current forward config with these fields replaced (a code-generation switch timed against
+    # the launch it changes, whatever the GPU's tables give)
+    tweak: dict | None = None
+
+
+def codegen_cands(op: str, n: int) -> list[Cand]:
+    """The forward's code-generation switches, each against the current launch: the tail masks (and
+    the looped path's trip count from N) kept, ``Config.fold_tails`` off."""
+    return [Cand("current with tail masks", tweak={"fold_tails": False})]
 
 
 @dataclass
@@ -67,22 +76,26 @@ def _key(op: str) -> str:
 
 def fwd_cands(n: int, op: str = "rmsnorm") -> list[Cand]:
     """Forward at large N: the whole row in one tile (rows, warps), and the looped path."""
-    out = []
+    out = codegen_cands(op, n)
     for rows, warps in ((1, 4), (1, 8), (1, 16), (1, 32), (2, 8), (2, 16)):
         # up to 64 elements a thread (more spills) and 32,768 a tile
         if rows * n <= 32768 and rows * n <= 64 * 32 * warps:
             out.append(Cand(f"tile rows={rows} warps={warps}", fwd=C(n, rows, warps)))
-    for chunk in (2048, 4096, 8192, 16384):
+    for chunk in (1024, 2048, 4096, 8192, 16384):
         if chunk < n:
-            for warps in (8, 16):
-                if chunk // (32 * warps) >= 2:  # at least two elements a thread
+            for warps in (4, 8, 16, 32):
+                if not 2 <= chunk // (32 * warps) <= 64:  # two to 64 elements a thread
+                    continue
+                if warps == 32 and n < 16384:
+                    continue
+                if chunk >= 2048 and warps >= 8:
                     out.append(Cand(f"looped chunk={chunk} warps={warps}", fwd=C(chunk, 1, warps, looped=True)))
                     # L2 eviction hints: the first pass keeps the row in L2, the second drops it
                     out.append(Cand(f"looped evict chunk={chunk} warps={warps}",
                                     fwd=C(chunk, 1, warps, looped=True, evict=True)))
-                    if op == "rmsnorm":  # and the squares summed per column lane (RMSNorm's looped path)
-                        out.append(Cand(f"looped evict lanes chunk={chunk} warps={warps}",
-                                        fwd=C(chunk, 1, warps, looped=True, evict=True, lanes=True)))
+                # and the statistics per column lane, reduced once a row
+                out.append(Cand(f"looped evict lanes chunk={chunk} warps={warps}",
+                                fwd=C(chunk, 1, warps, looped=True, evict=True, lanes=True)))
     return out
 
 
@@ -101,9 +114,16 @@ def split_cands(n: int) -> list[Cand]:
     return out
 
 
-def small_fwd_cands(n: int) -> list[Cand]:
-    return [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
-            for r, w in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8))]
+def small_fwd_cands(n: int, op: str = "rmsnorm") -> list[Cand]:
+    return codegen_cands(op, n) + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
+                                for r, w in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8))]
+
+
+def narrow_fwd_cands(n: int, op: str = "rmsnorm") -> list[Cand]:
+    """Forward at N = 1024, several rows a tile."""
+    return codegen_cands(op, n) + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
+                                for r, w in ((1, 4), (2, 4), (4, 4), (8, 4), (4, 8), (8, 8), (2, 2), (1, 2),
+                                             (4, 2), (1, 1), (2, 1))]
 
 
 def small_bwd_cands(n: int) -> list[Cand]:
@@ -119,6 +139,8 @@ def small_bwd_cands(n: int) -> list[Cand]:
 
 def targets() -> list[Target]:
     out = []
+    for op in ("rmsnorm", "layernorm"):
+        out.append(Target(f"{op} forward N=1024", op, "forward", 1024, (M,), narrow_fwd_cands(1024, op)))
     for n in (8192, 16384, 32768):
         for op in ("rmsnorm", "layernorm"):
             out.append(Target(f"{op} forward N={n}", op, "forward", n, (M,), fwd_cands(n, op)))
@@ -126,7 +148,7 @@ def targets() -> list[Target]:
                       split_cands(32768)))
     for op in ("rmsnorm", "layernorm"):
         out.append(Target(f"{op} forward N=4096 small batch", op, "forward", 4096, (*SMALL_MS, M),
-                          small_fwd_cands(4096)))
+                          small_fwd_cands(4096, op)))
         out.append(Target(f"{op} forward+backward N=4096 small batch", op, "forward_backward", 4096,
                           (*SMALL_MS, M), small_bwd_cands(4096)))
     return out
@@ -237,10 +259,12 @@ def _entry(op: str, pass_: str, cfg: dict | None, min_rows: int | None) -> str:
     c = L.Config(**cfg)
     k = _key(op)
     if pass_ == "forward":
+        switches = {k: v for k, v in (("fold_tails", c.fold_tails),) if v != getattr(L.Config, k)}
+        if switches:
+            return "Config " + ", ".join(f"{k}={v}" for k, v in switches.items()) + " for this launch"
         if c.looped:
-            evict = ", evict=True (fwd_config's looped Config)" if c.evict else ""
-            return (f"looped: fwd_max_block below N, FWD_LOOP_BLOCK = {c.block_n}, FWD_LOOP_WARPS = {c.num_warps}"
-                    f"{evict} (global today: one chunk for every N above fwd_max_block)")
+            return (f'GPU_TABLES["H200"].fwd_loop["{k}"] entry (N bound, Config({c.block_n}, 1, {c.num_warps}, '
+                    f"looped=True, evict={c.evict}, lanes={c.lanes})), fwd_max_block below N")
         return f'GPU_TABLES["H200"].fwd["{k}"] entry ({c.block_n}, {c.rows}, {c.num_warps})'
     if c.split:
         return (f'BWD_SPLIT["{k}"] = Config({c.block_n}, 1, {c.num_warps}, programs_per_sm={c.programs_per_sm}, '
@@ -299,7 +323,9 @@ def run(sink, budget, md_path: str, rounds: int = 2, device: torch.device | None
             print(f"sweep: budget spent, left out: {[x.name for x in todo[i:]]}", flush=True)
             sink.write({"kind": "left_out", "phase": "sweep", "targets": [x.name for x in todo[i:]]})
             break
-        cands = [current(t, dev), *t.cands]
+        base = current(t, dev)
+        cands = [base, *(dataclasses.replace(c, fwd=dataclasses.replace(base.fwd, **c.tweak)) if c.tweak else c
+                         for c in t.cands)]
         results = []
         per_m: dict[int, tuple] = {}
         for m in t.ms:

@@ -248,5 +248,6 @@ def test_sweep_picks_the_fastest_stable_config_and_writes_the_table(tmp_path):
                         capture=capture, time_graph=time_graph, todo=[fwd, bwd])
     assert [s["best"]["label"] for s in summary] == ["looped", "min_rows=2"]
     text = md.read_text()
-    assert "FWD_LOOP_BLOCK = 32, FWD_LOOP_WARPS = 16" in text and "MIN_ROWS_PER_PROGRAM = 2" in text
+    assert 'fwd_loop["rms"] entry (N bound, Config(32, 1, 16, looped=True' in text
+    assert "MIN_ROWS_PER_PROGRAM = 2" in text
     assert (L.fwd_config(n), L.bwd_config(n, "ln"), L.MIN_ROWS_PER_PROGRAM) == before

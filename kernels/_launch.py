@@ -1,7 +1,9 @@
 """Launch heuristics and helpers shared by the RMSNorm and LayerNorm Triton kernels.
 
 Forward: one program per tile of rows (several rows per tile for small N), the whole row in
-registers up to FWD_MAX_BLOCK, above it a loop over column chunks (statistics, then y).
+registers up to FWD_MAX_BLOCK (a GPU model's ``fwd_max_block``), above it a loop over column chunks
+(statistics, then y). Masks the launch rules out are constants (``bounds``), and a looped row of
+whole chunks with per-lane statistics has a compile-time trip count (``Config.chunks``).
 
 Backward: a persistent grid of about ``programs_per_sm`` programs per SM. Program p owns the
 contiguous rows [p*k, (p+1)*k), computes their dx and accumulates dW (and dB) over them in fp32
@@ -79,12 +81,31 @@ class Config:
     dot_rows: int = 1  # split path, first kernel: rows per program
     dot_warps: int = 8  # split path, first kernel: num_warps
     evict: bool = False  # forward, looped: the first pass keeps the row in L2 for the second, which drops it
-    lanes: bool = False  # forward, looped (RMSNorm): the sums kept per column lane, reduced once a row
+    lanes: bool = False  # forward, looped: the statistics kept per column lane, reduced once a row
+    fold_tails: bool = True  # forward: the masks the launch rules out are constants (``tails``, ``chunks``)
 
     @property
     def policies(self) -> tuple[str, str]:
         """(first pass, second pass) L2 eviction policies of the looped forward's loads."""
         return ("evict_last", "evict_first") if self.evict else ("", "")
+
+    def tails(self, n: int) -> tuple[bool, bool]:
+        """(ROW_TAIL, COL_TAIL) of a forward launch over rows of ``n``: whether a tile may reach past
+        the last row (more than one row a tile; the grid has cdiv(M, rows) programs) and past the
+        row's end (n not a multiple of block_n). A function of n alone, like the rest of the config."""
+        if not self.fold_tails:
+            return True, True
+        return self.rows > 1, n % self.block_n != 0
+
+    def chunks(self, n: int) -> int:
+        """The looped forward's chunks a row when its statistics are kept per lane and the row is a
+        whole number of chunks (its loops then have a compile-time trip count: one binary per such
+        N), else 0 (the trip count from N). Constant, the loops are unrolled, which made the one-merge
+        -a-chunk form of RMSNorm 7% slower at 32,768 (2 chunks of 16,384 over 8 warps: 530.6 ->
+        567.6 us) and the per-lane forms the fastest at 8192-32768 (bench/results/h200-2026-12-03-lanes)."""
+        if not (self.looped and self.lanes and self.fold_tails) or self.tails(n)[1]:
+            return 0
+        return n // self.block_n
 
 
 # Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/results/tune-h100.log and
@@ -116,14 +137,15 @@ BWD_SPLIT: dict[str, Config] = {
 
 @dataclass(frozen=True)
 class Tables:
-    """One GPU model's launch tables: forward and backward as FWD_TABLE and BWD_TABLE, and the
-    longest row a forward program keeps in registers, and the looped forward's config above it
-    (None: chunks of FWD_LOOP_BLOCK over FWD_LOOP_WARPS)."""
+    """One GPU model's launch tables: forward and backward as FWD_TABLE and BWD_TABLE, the longest
+    row a forward program keeps in registers, and the looped forward's configs above it: per op,
+    (block bound, Config) in rising bounds, the last one for every longer row (None: chunks of
+    FWD_LOOP_BLOCK over FWD_LOOP_WARPS)."""
 
     fwd: dict[str, list[tuple]]
     bwd: dict[str, list[tuple]]
     fwd_max_block: int
-    fwd_loop: dict[str, Config] | None = None
+    fwd_loop: dict[str, list[tuple[int, Config]]] | None = None
 
 
 def _replacing(table: list[tuple], *entries: tuple) -> list[tuple]:
@@ -135,24 +157,35 @@ def _replacing(table: list[tuple], *entries: tuple) -> list[tuple]:
     return [new.get(e[0], e) for e in table]
 
 
+def _looped_lanes(chunk: int, warps: int) -> Config:
+    """The looped forward with the eviction hints and the statistics per column lane."""
+    return Config(chunk, 1, warps, looped=True, evict=True, lanes=True)
+
+
 # GPU models on which bench/tune.py's sweep picked other winners than on the H100, keyed by a word of
-# the device name. H200 (bench/results/tune-h200.log): fewer warps forward at 2048-16384 (+7-14%),
-# the looped path above 16384 (+14% RMSNorm, +11% LayerNorm at 32768), and LayerNorm's backward at
-# 8192 with prefetch and reload_w (+22%). Everywhere else the H100's entries were within 1% of its best.
+# the device name. H200 (bench/results/tune-h200.log): fewer warps forward at 2048-4096 (+7-14%), the
+# looped path above 4096 (below), and LayerNorm's backward at 8192 with prefetch and reload_w (+22%).
+# Everywhere else the H100's entries were within 1% of its best.
 GPU_TABLES: dict[str, Tables] = {
     "H200": Tables(
-        fwd={"rms": _replacing(FWD_TABLE["rms"], (2048, 2, 4), (4096, 1, 8), (8192, 1, 8), (16384, 1, 8)),
-             "ln": _replacing(FWD_TABLE["ln"], (2048, 2, 4), (4096, 1, 8))},
+        # N = 1024: two rows a tile (RMSNorm, 22.9 -> 22.2 us) and one row over 2 warps (LayerNorm,
+        # 24.3 -> 23.4) (bench/results/h200-2026-12-03-lanes/sweep-lanes.md)
+        fwd={"rms": _replacing(FWD_TABLE["rms"], (1024, 2, 4), (2048, 2, 4), (4096, 1, 8)),
+             "ln": _replacing(FWD_TABLE["ln"], (1024, 1, 2), (2048, 2, 4), (4096, 1, 8))},
         bwd={"rms": BWD_TABLE["rms"], "ln": _replacing(BWD_TABLE["ln"], (8192, 1, 16, 1, True, True))},
-        fwd_max_block=16384,
-        # with the hardware's bf16 rounding (rnd), RMSNorm's looped forward at 32768 is 8% faster
-        # over 8 warps with the eviction hints (566.4 -> 524.1 us); one row a tile at 4096 is
-        # 4-6% faster at M = 1-128; at M = 16384 RMSNorm level, LayerNorm 2.7% slower (72.4 -> 74.4 us)
-        # (bench/results/h200-2026-12-03/sweep-cast-rounds.md); LayerNorm's looped forward at 32768,
-        # over the same 8 warps with the hints, is 3.3% faster (623.9 -> 603.8 us;
-        # bench/results/h200-2026-12-03/sweep-ln-welford-lanes.md)
-        fwd_loop={"rms": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True),
-                  "ln": Config(FWD_LOOP_BLOCK, 1, 8, looped=True, evict=True)},
+        fwd_max_block=4096,
+        # Above 4096 the row is looped with its statistics per column lane (for LayerNorm the three
+        # passes of torch.compile's kernel: the sum, the squared deviations about the mean, y), the
+        # masks folded and, over whole chunks, a constant trip count. Against the row in registers
+        # (bf16, M = 16384, us): RMSNorm 134.5 -> 129.6 / 263.6 -> 255.2 at 8192 / 16384; LayerNorm
+        # 135.0 -> 131.9 / 273.6 -> 261.3 (bench/results/h200-2026-12-03-lanes/sweep-lanes.md). At
+        # 32768, 32 warps in chunks of 8192: RMSNorm 525.8 -> 504.8, LayerNorm 591.0 -> 537.2 against
+        # the one-merge-a-chunk loop over 8 warps in chunks of 16384 (sweep-codegen.md,
+        # sweep-lanes-32-warps.md).
+        fwd_loop={"rms": [(8192, _looped_lanes(4096, 16)), (16384, _looped_lanes(8192, 16)),
+                          (32768, _looped_lanes(8192, 32))],
+                  "ln": [(8192, _looped_lanes(4096, 8)), (16384, _looped_lanes(4096, 16)),
+                         (32768, _looped_lanes(8192, 32))]},
     ),
 }
 
@@ -186,7 +219,7 @@ def fwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> C
     block = max(16, triton.next_power_of_2(n))
     if block > t.fwd_max_block:
         if t.fwd_loop and op in t.fwd_loop:
-            return t.fwd_loop[op]
+            return next((c for bound, c in t.fwd_loop[op] if block <= bound), t.fwd_loop[op][-1][1])
         return Config(FWD_LOOP_BLOCK, 1, FWD_LOOP_WARPS, looped=True)
     rows, warps = _lookup(t.fwd[op], block)
     return Config(block, rows, warps)
@@ -315,10 +348,25 @@ CAST_ROUNDS: tl.constexpr = tl.constexpr(not isinstance(rnd, InterpretedFunction
 
 
 @triton.jit
-def fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES: tl.constexpr, POLICY: tl.constexpr):
-    """Raw (x, residual) tiles of ``rows``; rows >= M are masked (no memory traffic). POLICY: the
+def bounds(rows, cols, M, N, ROW_TAIL: tl.constexpr, COL_TAIL: tl.constexpr):
+    """(row mask, column mask) of a tile. Where the launch rules a tail out (ROW_TAIL false: one row a
+    program, M programs; COL_TAIL false: N a multiple of the tile) the mask is a constant true, which
+    Triton's canonicalization folds out of every load, store and select."""
+    if ROW_TAIL:
+        rmask = rows < M
+    else:
+        rmask = tl.full(rows.shape, True, tl.int1)
+    if COL_TAIL:
+        cmask = cols < N
+    else:
+        cmask = tl.full(cols.shape, True, tl.int1)
+    return rmask, cmask
+
+
+@triton.jit
+def fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES: tl.constexpr, POLICY: tl.constexpr):
+    """Raw (x, residual) tiles of ``rows``; masked elements cause no memory traffic. POLICY: the
     loads' L2 eviction policy ("" for the default)."""
-    mask = (rows < M)[:, None] & cmask[None, :]
     rows = rows.to(tl.int64)  # M * stride may pass 2^31
     x = tl.load(tile(X, rows, cols, stride_x), mask=mask, other=0.0, eviction_policy=POLICY)
     if HAS_RES:
@@ -337,11 +385,10 @@ def make_h(x, r, H, rows, cols, mask, stride_h, HAS_RES: tl.constexpr, ODD: tl.c
 
 
 @triton.jit
-def chunk_h(X, R, H, rows, rmask, M, N, c, stride_x, stride_r, stride_h, HAS_RES: tl.constexpr,
-            ODD: tl.constexpr, POLICY: tl.constexpr):
+def chunk_h(X, R, H, rows, c, mask, stride_x, stride_r, stride_h, HAS_RES: tl.constexpr, ODD: tl.constexpr,
+            POLICY: tl.constexpr):
     """A looped forward's first pass: h of columns ``c`` of ``rows`` (stored when there is a residual)."""
-    x, r = fetch_x(X, R, rows, M, c, c < N, stride_x, stride_r, HAS_RES, POLICY)
-    mask = rmask[:, None] & (c < N)[None, :]
+    x, r = fetch_x(X, R, rows, c, mask, stride_x, stride_r, HAS_RES, POLICY)
     return make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
 
 

@@ -1,10 +1,12 @@
 """Triton LayerNorm, forward and backward, with an optional fused residual add.
 
 y = (h - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps), var the biased variance, h = x
-(+ residual, rounded once to x's dtype). mean and var are computed in fp32 and stably: two passes
-over the row held in registers, or, for rows longer than a tile, per-chunk mean and M2 (two-pass
-inside the chunk) merged with Chan's formula. A row with a large mean and a tiny spread keeps its
-accuracy either way, which E[h^2] - E[h]^2 would not. y is rounded once, to x's dtype.
+(+ residual, rounded once to x's dtype). mean and var are computed in fp32 and stably, the variance
+always about the mean: two passes over the row held in registers; or, for rows looped in chunks,
+either three passes with the sums kept per column lane (the sum, then the squared deviations about
+the mean, then y: ``Config.lanes``) or per-chunk mean and M2 (two-pass inside the chunk) merged with
+Chan's formula. A row with a large mean and a tiny spread keeps its accuracy every way, which
+E[h^2] - E[h]^2 would not. y is rounded once, to x's dtype.
 
 Backward (references.py), in fp32 with the mean and rstd saved by the forward:
 dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; dw = sum dy * xhat; db = sum dy.
@@ -24,7 +26,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import chunk_h, div_rn, fetch_x, make_h, rsqrt_rn, tile
+from ._launch import bounds, chunk_h, div_rn, fetch_x, make_h, rsqrt_rn, tile
 
 
 @triton.jit
@@ -48,6 +50,16 @@ def _affine(xhat, w, b, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     return y
 
 
+@triton.jit
+def _stored_h(X, H, rows, c, mask, stride_x, stride_h, HAS_RES: tl.constexpr, POLICY: tl.constexpr):
+    """A looped forward's later passes: h of columns ``c`` again, in fp32. With a residual it is this
+    program's own store of the first pass (same tile shape, so the same thread wrote each element:
+    visible)."""
+    if HAS_RES:
+        return tl.load(tile(H, rows, c, stride_h), mask=mask, other=0.0, eviction_policy=POLICY).to(tl.float32)
+    return tl.load(tile(X, rows, c, stride_x), mask=mask, other=0.0, eviction_policy=POLICY).to(tl.float32)
+
+
 @triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _ln_fwd(
     X, R, Y, H, W, B, MEAN, RSTD,
@@ -55,52 +67,72 @@ def _ln_fwd(
     M, N, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_STATS: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-    KEEP: tl.constexpr, DROP: tl.constexpr,
+    KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
+    COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr,
 ):
     """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
-    and second pass (``Config.policies``)."""
+    and second pass (``Config.policies``); LANES: its statistics in three passes, per column lane
+    (``Config.lanes``); ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     if LOOPED:  # one tile of rows per program, the row in chunks: statistics first, then y
         rows = pid * ROWS + tl.arange(0, ROWS)
-        rmask = rows < M
+        rmask, _cols = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
         r64 = rows.to(tl.int64)
-        mean = tl.zeros([ROWS], dtype=tl.float32)
-        m2 = tl.zeros([ROWS], dtype=tl.float32)
-        for c0 in range(0, N, BLOCK_N):
-            c = c0 + cols
-            mask = rmask[:, None] & (c < N)[None, :]
-            h = chunk_h(X, R, H, rows, rmask, M, N, c, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
-            # Chan et al.: merge (c0 elements, mean, m2) with this chunk's (nb, mb, m2b), each
-            # chunk's m2b two-pass about its own mean: stable for any offset of the row
-            na = c0 * 1.0
-            nb = tl.minimum(N - c0, BLOCK_N) * 1.0
-            mb = tl.sum(h, axis=1) / nb
-            d = tl.where(mask, h - mb[:, None], 0.0)
-            delta = mb - mean
-            mean += delta * (nb / (na + nb))
-            m2 += tl.sum(d * d, axis=1) + delta * delta * (na * nb / (na + nb))
+        cols_end = N
+        if CHUNKS > 0:  # a constant trip count
+            cols_end = CHUNKS * BLOCK_N
+        if LANES:  # the sum per column lane, then the squared deviations about the mean per lane
+            lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+            for c0 in range(0, cols_end, BLOCK_N):
+                c = c0 + cols
+                _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+                mask = rmask[:, None] & cmask[None, :]
+                lane += chunk_h(X, R, H, rows, c, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
+            mean = div_rn(tl.sum(lane, axis=1), N)
+            lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+            for c0 in range(0, cols_end, BLOCK_N):
+                c = c0 + cols
+                _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+                mask = rmask[:, None] & cmask[None, :]
+                h = _stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, KEEP)
+                d = tl.where(mask, h - mean[:, None], 0.0)
+                lane += d * d
+            m2 = tl.sum(lane, axis=1)
+        else:  # one merge a chunk
+            mean = tl.zeros([ROWS], dtype=tl.float32)
+            m2 = tl.zeros([ROWS], dtype=tl.float32)
+            for c0 in range(0, cols_end, BLOCK_N):
+                c = c0 + cols
+                _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+                mask = rmask[:, None] & cmask[None, :]
+                h = chunk_h(X, R, H, rows, c, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
+                # Chan et al.: merge (c0 elements, mean, m2) with this chunk's (nb, mb, m2b), each
+                # chunk's m2b two-pass about its own mean: stable for any offset of the row
+                na = c0 * 1.0
+                nb = tl.minimum(N - c0, BLOCK_N) * 1.0
+                mb = tl.sum(h, axis=1) / nb
+                d = tl.where(mask, h - mb[:, None], 0.0)
+                delta = mb - mean
+                mean += delta * (nb / (na + nb))
+                m2 += tl.sum(d * d, axis=1) + delta * delta * (na * nb / (na + nb))
         rstd = rsqrt_rn(div_rn(m2, N) + eps)
-        for c0 in range(0, N, BLOCK_N):
+        for c0 in range(0, cols_end, BLOCK_N):
             c = c0 + cols
-            cmask = c < N
+            _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
             mask = rmask[:, None] & cmask[None, :]
-            if HAS_RES:  # this program's own stores, same thread per element: visible
-                h = tl.load(tile(H, r64, c, stride_h), mask=mask, other=0.0, eviction_policy=DROP)
-            else:
-                h = tl.load(tile(X, r64, c, stride_x), mask=mask, other=0.0, eviction_policy=DROP)
+            h = _stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP)
             w, b = _params(W, B, c, cmask, HAS_W, HAS_B)
-            y = _affine((h.to(tl.float32) - mean[:, None]) * rstd[:, None], w, b, HAS_W, HAS_B)
+            y = _affine((h - mean[:, None]) * rstd[:, None], w, b, HAS_W, HAS_B)
             tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_STATS:
             tl.store(MEAN + r64, mean, mask=rmask)
             tl.store(RSTD + r64, rstd, mask=rmask)
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
-        cmask = cols < N
-        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES, "")
-        rmask = rows < M
+        rmask, cmask = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
         mask = rmask[:, None] & cmask[None, :]
+        x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, "")
         r64 = rows.to(tl.int64)
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         # two passes over the row in registers: the mean, then the variance about it
@@ -239,6 +271,7 @@ def _forward(x2, weight, bias, r2, eps, want_stats):
     if m == 0:
         return y, h, mean, rstd
     cfg = L.fwd_config(n, "ln", dev)
+    row_tail, col_tail = cfg.tails(n)
     _ln_fwd[(triton.cdiv(m, cfg.rows),)](
         x2, r2 if r2 is not None else x2, y, h if h is not None else y,
         weight if weight is not None else x2, bias if bias is not None else x2,
@@ -248,7 +281,8 @@ def _forward(x2, weight, bias, r2, eps, want_stats):
         HAS_W=weight is not None, HAS_B=bias is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_STATS=want_stats, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        KEEP=cfg.policies[0], DROP=cfg.policies[1],
+        KEEP=cfg.policies[0], DROP=cfg.policies[1], LANES=cfg.lanes, ROW_TAIL=row_tail, COL_TAIL=col_tail,
+        CHUNKS=cfg.chunks(n),
         num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, mean, rstd

@@ -31,7 +31,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import chunk_h, div_rn, fetch_x, make_h, rnd, rsqrt_rn, tile
+from ._launch import bounds, chunk_h, div_rn, fetch_x, make_h, rnd, rsqrt_rn, tile
 
 _CASTING = {"llama": 0, "gemma": 1, "none": 2}
 LLAMA: tl.constexpr = tl.constexpr(0)
@@ -85,21 +85,28 @@ def _rms_fwd(
     M, N, eps, offset,
     CASTING: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_RSTD: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-    KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr,
+    KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
+    COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr,
 ):
     """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
-    and second pass (``Config.policies``); LANES: its sums kept per column lane (``Config.lanes``)."""
+    and second pass (``Config.policies``); LANES: its sums kept per column lane (``Config.lanes``);
+    ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``."""
     XDT = X.dtype.element_ty
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     if LOOPED:  # one tile of rows per program, the row in chunks: sums first, then y
         rows = pid * ROWS + tl.arange(0, ROWS)
-        rmask = rows < M
+        rmask, _cols = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
+        cols_end = N
+        if CHUNKS > 0:  # a constant trip count
+            cols_end = CHUNKS * BLOCK_N
         if LANES:  # the squares summed per column lane over the chunks, reduced once a row
             lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             lane_x = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
-            for c0 in range(0, N, BLOCK_N):
-                h = chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
+            for c0 in range(0, cols_end, BLOCK_N):
+                _rows, cmask = bounds(rows, c0 + cols, M, N, ROW_TAIL, COL_TAIL)
+                mask = rmask[:, None] & cmask[None, :]
+                h = chunk_h(X, R, H, rows, c0 + cols, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 lane += h * h
                 if CASTING == NONE:
                     lane_x += rnd(h * h, XDT)
@@ -110,16 +117,18 @@ def _rms_fwd(
         else:  # one reduction a chunk
             sumsq = tl.zeros([ROWS], dtype=tl.float32)
             sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
-            for c0 in range(0, N, BLOCK_N):
-                h = chunk_h(X, R, H, rows, rmask, M, N, c0 + cols, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
+            for c0 in range(0, cols_end, BLOCK_N):
+                _rows, cmask = bounds(rows, c0 + cols, M, N, ROW_TAIL, COL_TAIL)
+                mask = rmask[:, None] & cmask[None, :]
+                h = chunk_h(X, R, H, rows, c0 + cols, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 s, s_x = _sums(h, CASTING, XDT)
                 sumsq += s
                 sumsq_x += s_x
         rstd, rstd_bwd = _rstd(sumsq, sumsq_x, N, eps, CASTING, XDT)
         r64 = rows.to(tl.int64)
-        for c0 in range(0, N, BLOCK_N):
+        for c0 in range(0, cols_end, BLOCK_N):
             c = c0 + cols
-            cmask = c < N
+            _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
             mask = rmask[:, None] & cmask[None, :]
             # the second pass re-reads h: this program's own stores when there is a residual
             # (same tile shape, so the same thread wrote each element: visible)
@@ -136,10 +145,9 @@ def _rms_fwd(
             tl.store(RSTD + r64, rstd_bwd, mask=rmask)
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
-        cmask = cols < N
-        x, r = fetch_x(X, R, rows, M, cols, cmask, stride_x, stride_r, HAS_RES, "")
-        rmask = rows < M
+        rmask, cmask = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
         mask = rmask[:, None] & cmask[None, :]
+        x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, "")
         r64 = rows.to(tl.int64)
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         s, s_x = _sums(h, CASTING, XDT)
@@ -265,6 +273,7 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
     if m == 0:
         return y, h, rstd
     cfg = L.fwd_config(n, "rms", dev)
+    row_tail, col_tail = cfg.tails(n)
     _rms_fwd[(triton.cdiv(m, cfg.rows),)](
         x2, r2 if r2 is not None else x2, y, h if h is not None else y,
         weight if weight is not None else x2, rstd if rstd is not None else y,
@@ -273,8 +282,8 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
         CASTING=_CASTING[casting], HAS_W=weight is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_RSTD=want_rstd, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        KEEP=cfg.policies[0], DROP=cfg.policies[1], LANES=cfg.lanes,
-        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        KEEP=cfg.policies[0], DROP=cfg.policies[1], LANES=cfg.lanes, ROW_TAIL=row_tail, COL_TAIL=col_tail,
+        CHUNKS=cfg.chunks(n), num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, rstd
 

@@ -9,6 +9,7 @@ The roundings a variant mandates on the way (h, llama's xhat) are exact on every
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -581,12 +582,65 @@ def test_each_gpu_models_tables_compute_the_same_function(model, n, monkeypatch)
     _ln_run((3, n), torch.bfloat16, torch.float32, seed=7)
 
 
+@pytest.mark.parametrize("n", [200, 256])  # a partial last chunk; whole chunks (a constant trip count)
 @pytest.mark.parametrize("casting", ["llama", "gemma", "none"])
-def test_looped_forward_with_sums_per_lane_keeps_the_bounds(casting, monkeypatch):
+def test_looped_forward_with_sums_per_lane_keeps_the_bounds(casting, n, monkeypatch):
     """RMSNorm's looped forward with the squares summed per column lane (Config.lanes, with the
     eviction hints): the same bounds as every other config, a residual included."""
     monkeypatch.setattr(L, "fwd_config", lambda *a, **k: L.Config(64, 1, 4, looped=True, evict=True, lanes=True))
-    n = 200
     x, w, r, dy, y, _ = _rms_case((3, n), torch.bfloat16, torch.float32, casting, 0.0, seed=11)
     ye, mag, *_ = _rms_expected(x, w, r, dy, torch.bfloat16, casting, 0.0)
     _check_rms_y(y, ye, mag, n, torch.bfloat16, casting)
+
+
+@pytest.mark.parametrize("n", [150, 256])  # a partial last chunk; whole chunks (a constant trip count)
+def test_layernorm_looped_forward_in_three_passes_keeps_the_bounds(n, monkeypatch):
+    """LayerNorm's looped forward with its statistics per column lane (Config.lanes: the sum, then
+    the squared deviations about the mean, then y): accurate for a large mean and a small spread,
+    and with a residual of another dtype."""
+    monkeypatch.setattr(L, "fwd_config", lambda *a, **k: L.Config(64, 1, 4, looped=True, evict=True, lanes=True))
+    _ln_run((5, n), torch.float32, torch.float32, shift=1000.0, spread=1e-2)
+    _ln_run((5, n), torch.bfloat16, torch.float32, residual=True, seed=3)
+
+
+def test_tails_and_chunks_are_functions_of_n_alone():
+    """A forward launch drops the row mask only with one row a tile (the grid then has one program a
+    row) and the column mask only for rows of whole tiles; a looped launch with per-lane statistics
+    over whole chunks gets their number (its loops' constant trip count). None depends on the batch."""
+    assert L.Config(1024, 4, 4).tails(1024) == (True, False)
+    assert L.Config(1024, 1, 4).tails(1000) == (False, True)
+    assert L.Config(1024, 1, 4, fold_tails=False).tails(1024) == (True, True)
+    assert L.Config(1024, 1, 4).chunks(1024) == 0  # not looped
+    assert L.Config(4096, 1, 8, looped=True, lanes=True).chunks(32768) == 8
+    assert L.Config(4096, 1, 8, looped=True).chunks(32768) == 0  # one merge a chunk: N's trip count
+    assert L.Config(4096, 1, 8, looped=True, lanes=True).chunks(20000) == 0
+    assert L.Config(4096, 1, 8, looped=True, lanes=True, fold_tails=False).chunks(32768) == 0
+
+
+@pytest.mark.parametrize("cfg", [
+    L.Config(64, 1, 4), L.Config(64, 4, 4),
+    L.Config(32, 1, 4, looped=True), L.Config(32, 1, 4, looped=True, evict=True, lanes=True),
+    L.Config(32, 2, 4, looped=True, lanes=True),
+], ids=["tile", "tile-rows", "looped", "looped-lanes", "looped-lanes-rows"])
+@pytest.mark.parametrize("n", [64, 50, 96])
+def test_folded_tails_give_the_same_bits(cfg, n, monkeypatch):
+    """Folding the masks the launch rules out (Config.fold_tails) and the looped path's constant trip
+    count change which code is generated, never the arithmetic: y, h and the statistics are the same
+    bits as with every mask kept, for both ops, whole tiles and partial ones."""
+    if not cfg.looped and n > cfg.block_n:
+        pytest.skip("the row does not fit the tile")
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(7, n, generator=g).to(torch.bfloat16).requires_grad_(True)
+    r = torch.randn(7, n, generator=g).requires_grad_(True)
+    w = torch.randn(n, generator=g).requires_grad_(True)
+    b = torch.randn(n, generator=g).requires_grad_(True)
+
+    def outputs(fold):
+        monkeypatch.setattr(L, "fwd_config", lambda *a, **k: dataclasses.replace(cfg, fold_tails=fold))
+        rms = rms_norm(x, w, 1e-6, residual=r)
+        ln = layer_norm(x, w, b, 1e-5, r)
+        grads = torch.autograd.grad([rms[0].float().sum() + ln[0].float().sum()], [x, w, b])
+        return [*rms, *ln, *grads]
+
+    for a, c in zip(outputs(True), outputs(False), strict=True):
+        assert torch.equal(a.view(torch.uint8), c.view(torch.uint8))
