@@ -181,7 +181,7 @@ GPU_TABLES: dict[str, Tables] = {
         # 135.0 -> 131.9 / 273.6 -> 261.3 (bench/results/h200-2026-12-03-lanes/sweep-lanes.md). At
         # 32768, 32 warps in chunks of 8192: RMSNorm 525.8 -> 504.8, LayerNorm 591.0 -> 537.2 against
         # the one-merge-a-chunk loop over 8 warps in chunks of 16384 (sweep-codegen.md,
-        # sweep-lanes-32-warps.md).
+        # sweep-lanes-32-warps.log).
         fwd_loop={"rms": [(8192, _looped_lanes(4096, 16)), (16384, _looped_lanes(8192, 16)),
                           (32768, _looped_lanes(8192, 32))],
                   "ln": [(8192, _looped_lanes(4096, 8)), (16384, _looped_lanes(4096, 16)),

@@ -550,7 +550,8 @@ def test_launch_tables_follow_the_gpu_model(monkeypatch):
 @pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
 def test_every_launch_table_is_well_formed(model):
     """Bounds rising powers of two up to the longest row each path keeps whole; rows and warps
-    powers of two; the backward's switches booleans."""
+    powers of two; the backward's switches booleans; the looped forward's entries above the longest
+    row kept in registers, looped, one row a tile."""
     pow2 = lambda v: v > 0 and v & (v - 1) == 0  # noqa: E731
     for t in (L.tables(None), L.GPU_TABLES[model]):
         for op in ("rms", "ln"):
@@ -560,6 +561,11 @@ def test_every_launch_table_is_well_formed(model):
                 for entry in table:
                     assert len(entry) == width and pow2(entry[1]) and pow2(entry[2]), entry
                     assert all(isinstance(v, bool) for v in entry[4:]), entry
+            loop = (t.fwd_loop or {}).get(op, [])
+            bounds = [b for b, _ in loop]
+            assert bounds == sorted(set(bounds)) and all(map(pow2, bounds)), loop
+            assert all(b > t.fwd_max_block for b in bounds), loop  # below it the row stays in registers
+            assert all(c.looped and pow2(c.block_n) and pow2(c.num_warps) and c.rows == 1 for _, c in loop), loop
 
 
 @pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
