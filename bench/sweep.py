@@ -3,8 +3,10 @@
 Run by bench/h200.py (phase ``sweep``). Targets, in order of what they are worth:
 
 * the forward at N = 8192 / 16384 / 32768, both ops: warps, rows per program, the whole row in
-  registers against the looped path in chunks of 2048..16384 (registers per thread are what
-  docs/kernels.md found to separate us from the peers there);
+  registers against the looped path in chunks of 1024..16384, one merge a chunk or the statistics
+  per column lane; at N = 1024, rows per tile and warps;
+* at each forward target, the current launch with the tail masks kept (``Config.fold_tails`` off:
+  a code-generation switch, timed against the launch it changes);
 * RMSNorm forward+backward at N = 32768: the split backward's column block, warps, programs per
   SM, prefetch and the first (dot product) kernel's rows and warps;
 * small batches (N = 4096, M = 1 / 32 / 128), forward and forward+backward: warps and rows per
@@ -54,7 +56,7 @@ class Cand:
     tweak: dict | None = None
 
 
-def codegen_cands(op: str, n: int) -> list[Cand]:
+def codegen_cands() -> list[Cand]:
     """The forward's code-generation switches, each against the current launch: the tail masks (and
     the looped path's trip count from N) kept, ``Config.fold_tails`` off."""
     return [Cand("current with tail masks", tweak={"fold_tails": False})]
@@ -76,7 +78,7 @@ def _key(op: str) -> str:
 
 def fwd_cands(n: int, op: str = "rmsnorm") -> list[Cand]:
     """Forward at large N: the whole row in one tile (rows, warps), and the looped path."""
-    out = codegen_cands(op, n)
+    out = codegen_cands()
     for rows, warps in ((1, 4), (1, 8), (1, 16), (1, 32), (2, 8), (2, 16)):
         # up to 64 elements a thread (more spills) and 32,768 a tile
         if rows * n <= 32768 and rows * n <= 64 * 32 * warps:
@@ -114,16 +116,16 @@ def split_cands(n: int) -> list[Cand]:
     return out
 
 
-def small_fwd_cands(n: int, op: str = "rmsnorm") -> list[Cand]:
-    return codegen_cands(op, n) + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
-                                for r, w in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8))]
+def small_fwd_cands(n: int) -> list[Cand]:
+    return codegen_cands() + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
+                              for r, w in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8))]
 
 
-def narrow_fwd_cands(n: int, op: str = "rmsnorm") -> list[Cand]:
+def narrow_fwd_cands(n: int) -> list[Cand]:
     """Forward at N = 1024, several rows a tile."""
-    return codegen_cands(op, n) + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
-                                for r, w in ((1, 4), (2, 4), (4, 4), (8, 4), (4, 8), (8, 8), (2, 2), (1, 2),
-                                             (4, 2), (1, 1), (2, 1))]
+    return codegen_cands() + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
+                              for r, w in ((1, 4), (2, 4), (4, 4), (8, 4), (4, 8), (8, 8), (2, 2), (1, 2),
+                                           (4, 2), (1, 1), (2, 1))]
 
 
 def small_bwd_cands(n: int) -> list[Cand]:
@@ -140,7 +142,7 @@ def small_bwd_cands(n: int) -> list[Cand]:
 def targets() -> list[Target]:
     out = []
     for op in ("rmsnorm", "layernorm"):
-        out.append(Target(f"{op} forward N=1024", op, "forward", 1024, (M,), narrow_fwd_cands(1024, op)))
+        out.append(Target(f"{op} forward N=1024", op, "forward", 1024, (M,), narrow_fwd_cands(1024)))
     for n in (8192, 16384, 32768):
         for op in ("rmsnorm", "layernorm"):
             out.append(Target(f"{op} forward N={n}", op, "forward", n, (M,), fwd_cands(n, op)))
@@ -148,7 +150,7 @@ def targets() -> list[Target]:
                       split_cands(32768)))
     for op in ("rmsnorm", "layernorm"):
         out.append(Target(f"{op} forward N=4096 small batch", op, "forward", 4096, (*SMALL_MS, M),
-                          small_fwd_cands(4096, op)))
+                          small_fwd_cands(4096)))
         out.append(Target(f"{op} forward+backward N=4096 small batch", op, "forward_backward", 4096,
                           (*SMALL_MS, M), small_bwd_cands(4096)))
     return out

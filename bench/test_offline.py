@@ -7,6 +7,7 @@ Triton interpreter (TRITON_INTERPRET=1), timings are fakes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ceiling as CEIL
@@ -251,3 +252,22 @@ def test_sweep_picks_the_fastest_stable_config_and_writes_the_table(tmp_path):
     assert 'fwd_loop["rms"] entry (N bound, Config(32, 1, 16, looped=True' in text
     assert "MIN_ROWS_PER_PROGRAM = 2" in text
     assert (L.fwd_config(n), L.bwd_config(n, "ln"), L.MIN_ROWS_PER_PROGRAM) == before
+
+
+@needs_kernels
+def test_a_tweak_candidate_is_the_current_launch_with_its_fields_replaced(tmp_path):
+    """A code-generation switch (Cand.tweak) is timed on the launch the tables give, changed only in
+    the fields it names."""
+    n = 64
+    t = sweep.Target("rmsnorm forward N=64", "rmsnorm", "forward", n, (4,), sweep.codegen_cands())
+    seen = []
+
+    def capture(step):
+        step()
+        seen.append(L.fwd_config(n, "rms", None))
+        return seen[-1]
+
+    sweep.run(h200.Sink(None), h200.Budget(600), str(tmp_path / "sweep.md"), device=torch.device(DEV),
+              capture=capture, time_graph=lambda g: 1.0, todo=[t])
+    current = L.fwd_config(n, "rms", None)
+    assert seen == [current, dataclasses.replace(current, fold_tails=False)]

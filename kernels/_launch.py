@@ -100,9 +100,9 @@ class Config:
     def chunks(self, n: int) -> int:
         """The looped forward's chunks a row when its statistics are kept per lane and the row is a
         whole number of chunks (its loops then have a compile-time trip count: one binary per such
-        N), else 0 (the trip count from N). Constant, the loops are unrolled, which made the one-merge
-        -a-chunk form of RMSNorm 7% slower at 32,768 (2 chunks of 16,384 over 8 warps: 530.6 ->
-        567.6 us) and the per-lane forms the fastest at 8192-32768 (bench/results/h200-2026-12-03-lanes)."""
+        N), else 0 (the trip count from N). Constant, the loops are unrolled: that made RMSNorm's
+        one-merge-a-chunk form 7% slower at 32,768 (2 chunks of 16,384 over 8 warps: 530.6 -> 567.6
+        us) and the per-lane forms the fastest at 8192-32768 (bench/results/h200-2026-12-03-lanes)."""
         if not (self.looped and self.lanes and self.fold_tails) or self.tails(n)[1]:
             return 0
         return n // self.block_n
@@ -169,7 +169,9 @@ def _looped_lanes(chunk: int, warps: int) -> Config:
 GPU_TABLES: dict[str, Tables] = {
     "H200": Tables(
         # N = 1024: two rows a tile (RMSNorm, 22.9 -> 22.2 us) and one row over 2 warps (LayerNorm,
-        # 24.3 -> 23.4) (bench/results/h200-2026-12-03-lanes/sweep-lanes.md)
+        # 24.3 -> 23.4) (bench/results/h200-2026-12-03-lanes/sweep-lanes.md). 4096: one row a tile,
+        # with the hardware's bf16 rounding (rnd) 4-6% faster at M = 1-128; at M = 16384 RMSNorm
+        # level, LayerNorm 2.7% slower (72.4 -> 74.4 us) (bench/results/h200-2026-12-03/sweep-cast-rounds.md)
         fwd={"rms": _replacing(FWD_TABLE["rms"], (1024, 2, 4), (2048, 2, 4), (4096, 1, 8)),
              "ln": _replacing(FWD_TABLE["ln"], (1024, 1, 2), (2048, 2, 4), (4096, 1, 8))},
         bwd={"rms": BWD_TABLE["rms"], "ln": _replacing(BWD_TABLE["ln"], (8192, 1, 16, 1, True, True))},
