@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where our kernels lose to a peer, on the GPU machine: a config sweep with register and spill
 # counts (bench/tune.py --sweep-only), then Nsight Compute counters of ours and the peer for each
-# case in CASES ("kernel op N pass"). Everything lands in $OUT.
+# case in CASES ("kernel op N pass [M]", M = 16384 unless given). Everything lands in $OUT.
 #   OUT=/tmp/p NS=16384,32768 bash bench/profile.sh
 set -uo pipefail
 OUT=${OUT:-bench/results}
@@ -19,11 +19,14 @@ METRICS+=,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
 CASES=${CASES:-"normgate rmsnorm 32768 forward;torch_compile rmsnorm 32768 forward;normgate rmsnorm 16384 forward_backward;liger rmsnorm 16384 forward_backward"}
 IFS=';' read -ra cases <<< "$CASES"
 for c in "${cases[@]}"; do
-  read -r kernel op n pass <<< "$c"
+  read -r kernel op n pass m <<< "$c"
+  m=${m:-16384}
+  name="$kernel-$op-$n-$pass"
+  [ "$m" = 16384 ] || name="$name-m$m"
   # every launch of two steps (the first compiles; the second is the one to read); torch.compile's
   # generated kernels (its source, the autotuned configs) go to the .err file
   TORCH_LOGS=${TORCH_LOGS:-output_code} timeout 120 ncu --clock-control none --metrics "$METRICS" --csv \
-    python3 bench/ncu_target.py "$kernel" "$op" "$n" "$pass" --repeat 2 > "$OUT/ncu-$kernel-$op-$n-$pass.csv" 2> "$OUT/ncu-$kernel-$op-$n-$pass.err"
+    python3 bench/ncu_target.py "$kernel" "$op" "$n" "$pass" --m "$m" --repeat 2 > "$OUT/ncu-$name.csv" 2> "$OUT/ncu-$name.err"
   echo "ncu $c: rc $?"
 done
 python3 bench/ncu_summary.py "$OUT"/ncu-*.csv | tee "$OUT/ncu-summary.txt"
