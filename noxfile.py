@@ -148,6 +148,9 @@ def tests(session):
     # zoo's run once); the slowest tests are listed at the end
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "loadfile",
                 "--durations", "15", *session.posargs)
+    if not session.posargs:  # and the benchmark harness's own tests, which need no GPU (its sweep,
+        # interleaving, ceilings and tables); bench/ has its own conftest, so a run of its own
+        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_offline.py")
 
 
 @nox.session
