@@ -2,8 +2,8 @@
 
 Forward: one program per tile of rows (several rows per tile for small N), the whole row in
 registers up to FWD_MAX_BLOCK (a GPU model's ``fwd_max_block``), above it a loop over column chunks
-(statistics, then y). Masks the launch rules out are constants (``bounds``), and a looped row of
-whole chunks with per-lane statistics has a compile-time trip count (``Config.chunks``).
+(statistics, then y). Masks the launch rules out are constants (``row_mask``, ``col_mask``), and a
+looped row of whole chunks with per-lane statistics has a compile-time trip count (``Config.chunks``).
 
 Backward: a persistent grid of about ``programs_per_sm`` programs per SM. Program p owns the
 contiguous rows [p*k, (p+1)*k), computes their dx and accumulates dW (and dB) over them in fp32
@@ -350,19 +350,22 @@ CAST_ROUNDS: tl.constexpr = tl.constexpr(not isinstance(rnd, InterpretedFunction
 
 
 @triton.jit
-def bounds(rows, cols, M, N, ROW_TAIL: tl.constexpr, COL_TAIL: tl.constexpr):
-    """(row mask, column mask) of a tile. Where the launch rules a tail out (ROW_TAIL false: one row a
-    program, M programs; COL_TAIL false: N a multiple of the tile) the mask is a constant true, which
-    Triton's canonicalization folds out of every load, store and select."""
+def row_mask(rows, M, ROW_TAIL: tl.constexpr):
+    """rows < M, or, where the launch rules the tail out (ROW_TAIL false: one row a program, M
+    programs), a constant true, which Triton's canonicalization folds out of every load, store and
+    select (``Config.tails``)."""
     if ROW_TAIL:
-        rmask = rows < M
-    else:
-        rmask = tl.full(rows.shape, True, tl.int1)
+        return rows < M
+    return tl.full(rows.shape, True, tl.int1)
+
+
+@triton.jit
+def col_mask(cols, N, COL_TAIL: tl.constexpr):
+    """cols < N, or a constant true where N is a multiple of the tile (COL_TAIL false), as
+    ``row_mask``."""
     if COL_TAIL:
-        cmask = cols < N
-    else:
-        cmask = tl.full(cols.shape, True, tl.int1)
-    return rmask, cmask
+        return cols < N
+    return tl.full(cols.shape, True, tl.int1)
 
 
 @triton.jit
@@ -392,6 +395,16 @@ def chunk_h(X, R, H, rows, c, mask, stride_x, stride_r, stride_h, HAS_RES: tl.co
     """A looped forward's first pass: h of columns ``c`` of ``rows`` (stored when there is a residual)."""
     x, r = fetch_x(X, R, rows, c, mask, stride_x, stride_r, HAS_RES, POLICY)
     return make_h(x, r, H, rows.to(tl.int64), c, mask, stride_h, HAS_RES, ODD)
+
+
+@triton.jit
+def stored_h(X, H, rows, c, mask, stride_x, stride_h, HAS_RES: tl.constexpr, POLICY: tl.constexpr):
+    """A looped forward's later passes: h of columns ``c`` again, in x's dtype. With a residual it is
+    this program's own store of the first pass (same tile shape, so the same thread wrote each
+    element: visible)."""
+    if HAS_RES:
+        return tl.load(tile(H, rows, c, stride_h), mask=mask, other=0.0, eviction_policy=POLICY)
+    return tl.load(tile(X, rows, c, stride_x), mask=mask, other=0.0, eviction_policy=POLICY)
 
 
 @triton.jit

@@ -26,7 +26,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import bounds, chunk_h, div_rn, fetch_x, make_h, rsqrt_rn, tile
+from ._launch import chunk_h, col_mask, div_rn, fetch_x, make_h, row_mask, rsqrt_rn, stored_h, tile
 
 
 @triton.jit
@@ -50,16 +50,6 @@ def _affine(xhat, w, b, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     return y
 
 
-@triton.jit
-def _stored_h(X, H, rows, c, mask, stride_x, stride_h, HAS_RES: tl.constexpr, POLICY: tl.constexpr):
-    """A looped forward's later passes: h of columns ``c`` again, in fp32. With a residual it is this
-    program's own store of the first pass (same tile shape, so the same thread wrote each element:
-    visible)."""
-    if HAS_RES:
-        return tl.load(tile(H, rows, c, stride_h), mask=mask, other=0.0, eviction_policy=POLICY).to(tl.float32)
-    return tl.load(tile(X, rows, c, stride_x), mask=mask, other=0.0, eviction_policy=POLICY).to(tl.float32)
-
-
 @triton.jit(do_not_specialize=["M"])  # _launch.py: batch invariance
 def _ln_fwd(
     X, R, Y, H, W, B, MEAN, RSTD,
@@ -77,7 +67,7 @@ def _ln_fwd(
     cols = tl.arange(0, BLOCK_N)
     if LOOPED:  # one tile of rows per program, the row in chunks: statistics first, then y
         rows = pid * ROWS + tl.arange(0, ROWS)
-        rmask, _cols = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
+        rmask = row_mask(rows, M, ROW_TAIL)
         r64 = rows.to(tl.int64)
         cols_end = N
         if CHUNKS > 0:  # a constant trip count
@@ -86,16 +76,16 @@ def _ln_fwd(
             lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             for c0 in range(0, cols_end, BLOCK_N):
                 c = c0 + cols
-                _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+                cmask = col_mask(c, N, COL_TAIL)
                 mask = rmask[:, None] & cmask[None, :]
                 lane += chunk_h(X, R, H, rows, c, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
             mean = div_rn(tl.sum(lane, axis=1), N)
             lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             for c0 in range(0, cols_end, BLOCK_N):
                 c = c0 + cols
-                _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+                cmask = col_mask(c, N, COL_TAIL)
                 mask = rmask[:, None] & cmask[None, :]
-                h = _stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, KEEP)
+                h = stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, KEEP).to(tl.float32)
                 d = tl.where(mask, h - mean[:, None], 0.0)
                 lane += d * d
             m2 = tl.sum(lane, axis=1)
@@ -104,7 +94,7 @@ def _ln_fwd(
             m2 = tl.zeros([ROWS], dtype=tl.float32)
             for c0 in range(0, cols_end, BLOCK_N):
                 c = c0 + cols
-                _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+                cmask = col_mask(c, N, COL_TAIL)
                 mask = rmask[:, None] & cmask[None, :]
                 h = chunk_h(X, R, H, rows, c, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 # Chan et al.: merge (c0 elements, mean, m2) with this chunk's (nb, mb, m2b), each
@@ -119,9 +109,9 @@ def _ln_fwd(
         rstd = rsqrt_rn(div_rn(m2, N) + eps)
         for c0 in range(0, cols_end, BLOCK_N):
             c = c0 + cols
-            _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+            cmask = col_mask(c, N, COL_TAIL)
             mask = rmask[:, None] & cmask[None, :]
-            h = _stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP)
+            h = stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP).to(tl.float32)
             w, b = _params(W, B, c, cmask, HAS_W, HAS_B)
             y = _affine((h - mean[:, None]) * rstd[:, None], w, b, HAS_W, HAS_B)
             tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
@@ -130,7 +120,7 @@ def _ln_fwd(
             tl.store(RSTD + r64, rstd, mask=rmask)
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
-        rmask, cmask = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
+        rmask, cmask = row_mask(rows, M, ROW_TAIL), col_mask(cols, N, COL_TAIL)
         mask = rmask[:, None] & cmask[None, :]
         x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, "")
         r64 = rows.to(tl.int64)

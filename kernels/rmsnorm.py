@@ -31,7 +31,7 @@ import triton.language as tl
 from torch import nn
 
 from . import _launch as L
-from ._launch import bounds, chunk_h, div_rn, fetch_x, make_h, rnd, rsqrt_rn, tile
+from ._launch import chunk_h, col_mask, div_rn, fetch_x, make_h, rnd, row_mask, rsqrt_rn, stored_h, tile
 
 _CASTING = {"llama": 0, "gemma": 1, "none": 2}
 LLAMA: tl.constexpr = tl.constexpr(0)
@@ -96,7 +96,7 @@ def _rms_fwd(
     cols = tl.arange(0, BLOCK_N)
     if LOOPED:  # one tile of rows per program, the row in chunks: sums first, then y
         rows = pid * ROWS + tl.arange(0, ROWS)
-        rmask, _cols = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
+        rmask = row_mask(rows, M, ROW_TAIL)
         cols_end = N
         if CHUNKS > 0:  # a constant trip count
             cols_end = CHUNKS * BLOCK_N
@@ -104,7 +104,7 @@ def _rms_fwd(
             lane = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             lane_x = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             for c0 in range(0, cols_end, BLOCK_N):
-                _rows, cmask = bounds(rows, c0 + cols, M, N, ROW_TAIL, COL_TAIL)
+                cmask = col_mask(c0 + cols, N, COL_TAIL)
                 mask = rmask[:, None] & cmask[None, :]
                 h = chunk_h(X, R, H, rows, c0 + cols, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 lane += h * h
@@ -118,7 +118,7 @@ def _rms_fwd(
             sumsq = tl.zeros([ROWS], dtype=tl.float32)
             sumsq_x = tl.zeros([ROWS], dtype=tl.float32)
             for c0 in range(0, cols_end, BLOCK_N):
-                _rows, cmask = bounds(rows, c0 + cols, M, N, ROW_TAIL, COL_TAIL)
+                cmask = col_mask(c0 + cols, N, COL_TAIL)
                 mask = rmask[:, None] & cmask[None, :]
                 h = chunk_h(X, R, H, rows, c0 + cols, mask, stride_x, stride_r, stride_h, HAS_RES, ODD, KEEP)
                 s, s_x = _sums(h, CASTING, XDT)
@@ -128,14 +128,9 @@ def _rms_fwd(
         r64 = rows.to(tl.int64)
         for c0 in range(0, cols_end, BLOCK_N):
             c = c0 + cols
-            _rows, cmask = bounds(rows, c, M, N, ROW_TAIL, COL_TAIL)
+            cmask = col_mask(c, N, COL_TAIL)
             mask = rmask[:, None] & cmask[None, :]
-            # the second pass re-reads h: this program's own stores when there is a residual
-            # (same tile shape, so the same thread wrote each element: visible)
-            if HAS_RES:
-                h = tl.load(tile(H, r64, c, stride_h), mask=mask, other=0.0, eviction_policy=DROP)
-            else:
-                h = tl.load(tile(X, r64, c, stride_x), mask=mask, other=0.0, eviction_policy=DROP)
+            h = stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP)
             w = offset
             if HAS_W:
                 w = _weight(W, c, cmask, offset, CASTING, XDT)
@@ -145,7 +140,7 @@ def _rms_fwd(
             tl.store(RSTD + r64, rstd_bwd, mask=rmask)
     else:  # the row fits one tile
         rows = pid * ROWS + tl.arange(0, ROWS)
-        rmask, cmask = bounds(rows, cols, M, N, ROW_TAIL, COL_TAIL)
+        rmask, cmask = row_mask(rows, M, ROW_TAIL), col_mask(cols, N, COL_TAIL)
         mask = rmask[:, None] & cmask[None, :]
         x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, "")
         r64 = rows.to(tl.int64)
