@@ -54,6 +54,11 @@ class Cand:
     # the current forward config with these fields replaced (a code-generation switch timed against
     # the launch it changes, whatever the GPU's tables give)
     tweak: dict | None = None
+    # the forward's parameters loaded before the row's sums (True) or after them (False) at every
+    # batch, instead of as ``fwd_launch`` chooses by M
+    early: bool | None = None
+    # the small-batch dW launch (``dw_columns``): its config, or False for the partials at every batch
+    dw_columns: L.Config | bool | None = None
 
 
 def codegen_cands() -> list[Cand]:
@@ -117,8 +122,13 @@ def split_cands(n: int) -> list[Cand]:
 
 
 def small_fwd_cands(n: int) -> list[Cand]:
-    return codegen_cands() + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
-                              for r, w in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8))]
+    """The parameters' load before the sums or after at every batch (``fwd_launch`` chooses by M),
+    and rows per tile and warps."""
+    return codegen_cands() + [
+        Cand("current, parameters after the sums", early=False),
+        Cand("current, parameters before the sums", early=True),
+    ] + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
+         for r, w in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8))]
 
 
 def narrow_fwd_cands(n: int) -> list[Cand]:
@@ -129,7 +139,11 @@ def narrow_fwd_cands(n: int) -> list[Cand]:
 
 
 def small_bwd_cands(n: int) -> list[Cand]:
-    out = []
+    out = [Cand("current, forward parameters after the sums", early=False),
+           Cand("current, dW from partials at every batch", dw_columns=False)]
+    for cols, rows, warps in ((32, 64, 4), (64, 32, 4), (16, 128, 4), (32, 32, 2), (64, 64, 8), (128, 16, 4)):
+        out.append(Cand(f"dW columns block={cols} rows={rows} warps={warps}",
+                        dw_columns=C(cols, rows, warps, prefetch=True)))
     for rows, warps, pps, prefetch in ((1, 8, 2, True), (1, 8, 2, False), (1, 4, 2, True), (1, 16, 1, True),
                                        (1, 8, 1, True), (1, 8, 4, True), (2, 8, 2, True), (1, 4, 4, False)):
         out.append(Cand(f"rows={rows} warps={warps} pps={pps} prefetch={int(prefetch)}",
@@ -167,7 +181,13 @@ def current(t: Target, device: torch.device | None = None) -> Cand:
 def patched(c: Cand) -> Iterator[None]:
     """Our kernels launched with ``c`` for as long as the block runs (the launch helpers are looked
     up on the module at every call)."""
-    saved = L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM
+    saved = L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_COLUMNS, L.DW_COLUMNS_ON
+    if c.dw_columns is False:
+        L.DW_COLUMNS_ON = False
+    elif c.dw_columns is not None:
+        L.DW_COLUMNS = c.dw_columns
+    if c.early is not None:
+        L.fwd_launch = lambda m, cfg, dev, _e=c.early, _f=L.fwd_launch: (_f(m, cfg, dev)[0], _e)
     if c.fwd is not None:
         L.fwd_config = lambda *_a, _c=c.fwd, **_k: _c
     if c.bwd is not None:
@@ -177,7 +197,8 @@ def patched(c: Cand) -> Iterator[None]:
     try:
         yield
     finally:
-        L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM = saved
+        (L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_COLUMNS,
+         L.DW_COLUMNS_ON) = saved
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,6 +279,8 @@ def _entry(op: str, pass_: str, cfg: dict | None, min_rows: int | None) -> str:
     """How a winner is written into kernels/_launch.py."""
     if min_rows is not None:
         return f"MIN_ROWS_PER_PROGRAM = {min_rows}"
+    if cfg is None:  # a launch switch (early, dw_columns): its label says which
+        return "the switch in the label"
     c = L.Config(**cfg)
     k = _key(op)
     if pass_ == "forward":

@@ -195,6 +195,22 @@ def test_patched_launches_with_the_candidate_and_restores_on_error():
     assert (L.fwd_config(4096), L.bwd_config(4096), L.MIN_ROWS_PER_PROGRAM) == before
 
 
+def test_patched_switches_the_forwards_parameter_load_and_the_small_batch_dw():
+    """A candidate's ``early`` forces fwd_launch's EARLY at every batch, its ``dw_columns`` the
+    small-batch dW launch's config or (False) the partials; both restored after."""
+    cpu, cfg = torch.device("cpu"), L.Config(64, 1, 4)
+    launch, columns = L.fwd_launch, L.DW_COLUMNS
+    with sweep.patched(sweep.Cand("late", early=False, dw_columns=False)):
+        assert L.fwd_launch(1, cfg, cpu) == (1, False)
+        assert L.dw_columns(2, cfg, cpu) is None
+    other = L.Config(16, 8, 2, prefetch=True)
+    with sweep.patched(sweep.Cand("early", early=True, dw_columns=other)):
+        assert L.fwd_launch(10_000, cfg, cpu) == (10_000, True)
+        assert L.dw_columns(2, cfg, cpu) == other
+    assert (L.fwd_launch, L.DW_COLUMNS, L.DW_COLUMNS_ON) == (launch, columns, True)
+    assert L.dw_columns(2, cfg, cpu) == columns and L.fwd_launch(1, cfg, cpu) == (1, True)
+
+
 def _xw(m=8, n=64, grad=False):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(m, n, generator=g).to(torch.bfloat16).requires_grad_(grad)

@@ -10,7 +10,9 @@ contiguous rows [p*k, (p+1)*k), computes their dx and accumulates dW (and dB) ov
 registers, then writes its row of a (P, N) fp32 partial buffer once; ``sum_partials`` adds the P
 rows in a fixed order. Rows longer than BWD_MAX_BLOCK take the split path: a first kernel writes
 each row's dot products per column chunk, then a (P, column blocks) grid does the same as above
-per column block.
+per column block. A batch so small that every program would own one tile takes no partials: one
+launch sums dW (and dB) over all rows in narrow column blocks, then the kernel writes dx alone
+(``dw_columns``).
 
 Determinism and batch invariance are decided here, so the rules are written down once:
 
@@ -24,7 +26,9 @@ Determinism and batch invariance are decided here, so the rules are written down
   program: ``do_not_specialize``). Those that remain (strides, pointer alignment) are the same for
   every sub-batch of a tensor, since a sub-batch keeps the row stride: a stride divisible by 16
   keeps every row start's alignment, any other gives none. And no multiply and add is contracted to
-  an FMA, which differed between binaries too.
+  an FMA, which differed between binaries too. One thing is chosen by M, and it moves two loads
+  without changing an operation: whether the forward loads the parameters before the row's sums
+  (``fwd_launch``).
 * Every program owns at least one row and always writes its whole slice of the partial buffer (and
   the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
   rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
@@ -243,21 +247,62 @@ def _sm_count(device_index: int) -> int:
 CPU_PROGRAMS = 4  # the interpreter has no SMs; a small fixed grid still exercises multi-row programs
 
 
+def _slots(device: torch.device) -> int:
+    """SMs of ``device`` (CPU_PROGRAMS on the CPU)."""
+    if device.type == "cuda":
+        return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return CPU_PROGRAMS
+
+
+def fwd_launch(m: int, cfg: Config, device: torch.device) -> tuple[int, bool]:
+    """(programs, EARLY) of a forward launch over ``m`` rows: one program a tile of rows, and whether
+    a row in one tile loads the parameters with the row, before its sums, or after them.
+
+    Held across the sums the parameters cost registers, and so occupancy when the grid is many waves
+    (LayerNorm at N = 4096, M = 16,384: 18% slower); where it is one wave (m at most the SM count)
+    nothing waits for the registers and the second round trip is what a row waits for (LayerNorm
+    at M = 1: 6.7 -> 6.0 us, bench/results/h200-2026-12-03-early/sweep.log). The looped path loads
+    them with each chunk of its last pass anyway.
+
+    The one choice made by M, and it changes no operation: no sum reads a parameter and no multiply
+    and add is contracted (FP_FUSION), so every element of y is the same operations on the same
+    values either way, and the reductions read the same layouts (Triton 3.6's TTGIR for sm_90, both
+    ops, seven configs). The batch-invariance check compares rows either side of the SM count
+    (harness/boundaries.py) and of CPU_PROGRAMS (the built-ins' declared boundary).
+    """
+    return triton.cdiv(m, cfg.rows), not cfg.looped and m <= _slots(device)
+
+
 def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -> tuple[int, int]:
     """(programs along the rows, rows per program) of the backward grid (times n_blocks columns).
 
     About programs_per_sm programs per SM in all; rows per program is a multiple of the tile
     height, and programs = ceil(M / rows per program), so every program owns at least one row.
     """
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        target = _sm_count(index) * max(1, cfg.programs_per_sm)
-    else:
-        target = CPU_PROGRAMS
+    target = _slots(device) * (max(1, cfg.programs_per_sm) if device.type == "cuda" else 1)
     target = max(1, target // n_blocks)
     per_prog = max(triton.cdiv(m, target), MIN_ROWS_PER_PROGRAM)
     per_prog = triton.cdiv(per_prog, cfg.rows) * cfg.rows
     return triton.cdiv(m, per_prog), per_prog
+
+
+# dW (and dB) of a batch too small for the partials to pay: about 2 x 64 rows of 32 columns a tile
+# (a sector of bf16 a row), the next tile's loads in flight. Not measured against other shapes.
+DW_COLUMNS = Config(32, 64, 4, prefetch=True)
+DW_COLUMNS_ON = True
+
+
+def dw_columns(m: int, cfg: Config, device: torch.device) -> Config | None:
+    """The launch that sums dW (and dB) over every row of h and dy in narrow column blocks, one
+    program a block, where the fused backward would give each of several programs a single tile of
+    rows: its partials would then be the batch again in fp32, written and read back by a second
+    launch (``sum_partials``); this reads the batch's own h and dy instead, and the backward kernel
+    writes dx alone. None: the partials. dx is the same operations either way, dW a fixed order
+    (over rows in tiles, then the tile's rows) for a given M, as with the partials."""
+    if not DW_COLUMNS_ON or cfg.split:
+        return None
+    progs, per_prog = num_programs(m, cfg, device)
+    return DW_COLUMNS if progs > 1 and per_prog == cfg.rows else None
 
 
 def rows_2d(t: torch.Tensor, n: int) -> torch.Tensor:

@@ -79,7 +79,11 @@ def _triton_ln(x, weight, bias, eps, residual=None):
     return layer_norm(x, weight, bias, eps, residual)
 
 
-TRITON = dict(dtypes=ALL, triton=True)
+# The forward loads its parameters before a row's sums in a grid of one wave and after them in a
+# longer one (kernels/_launch.py, fwd_launch): at most the SM count of rows on a GPU (where the check
+# tries either side of it anyway) and CPU_PROGRAMS (4) on the CPU, declared here so that the check
+# compares a row's bits across it there too.
+TRITON = dict(dtypes=ALL, triton=True, boundaries={"m": [4]})
 # (casting, offset, weight, residual, in place): every casting mode; Gemma's offset; no weight
 # (torch.nn.RMSNorm(elementwise_affine=False)); the fused residual add in the two fp32 modes; dx
 # written into dy's storage as Liger-Kernel does.

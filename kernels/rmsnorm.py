@@ -86,11 +86,12 @@ def _rms_fwd(
     CASTING: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_RSTD: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
     KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
-    COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr,
+    COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr, EARLY: tl.constexpr,
 ):
     """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
     and second pass (``Config.policies``); LANES: its sums kept per column lane (``Config.lanes``);
-    ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``."""
+    ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``; EARLY: the weight loaded before
+    the sums (``fwd_launch``)."""
     XDT = X.dtype.element_ty
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -142,16 +143,18 @@ def _rms_fwd(
         rows = pid * ROWS + tl.arange(0, ROWS)
         rmask, cmask = row_mask(rows, M, ROW_TAIL), col_mask(cols, N, COL_TAIL)
         mask = rmask[:, None] & cmask[None, :]
+        w = offset
+        if HAS_W and EARLY:  # with the row: a grid of one wave (``fwd_launch``)
+            w = _weight(W, cols, cmask, offset, CASTING, XDT)
         x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, "")
         r64 = rows.to(tl.int64)
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         s, s_x = _sums(h, CASTING, XDT)
         rstd, rstd_bwd = _rstd(s, s_x, N, eps, CASTING, XDT)
-        # the weight is loaded only now: held across the reductions it costs registers (measured:
-        # -10% at N >= 8192 on an H100; on an H200 -35% at 16384 and spills at 32768,
-        # bench/results/tune-h200-early-weight.log)
-        w = offset
-        if HAS_W:
+        if HAS_W and not EARLY:
+            # after the sums: held across them the weight costs registers (measured: -10% at N >= 8192
+            # on an H100; on an H200 -35% at 16384 and spills at 32768, bench/results/
+            # tune-h200-early-weight.log; -3% at N = 4096, M = 16,384, h200-2026-12-02/sweep-early-weight.md)
             w = _weight(W, cols, cmask, offset, CASTING, XDT)
         y = _apply(h, rstd, w, CASTING, HAS_W, XDT)
         tl.store(tile(Y, r64, cols, stride_y), y.to(Y.dtype.element_ty), mask=mask)
@@ -204,18 +207,19 @@ def _rms_bwd(
     M, N, rows_per_prog, n_chunks, offset,
     HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DH: tl.constexpr, HAS_DR: tl.constexpr,
     SPLIT: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_W: tl.constexpr, ROWS: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    BLOCK_N: tl.constexpr, WANT_DX: tl.constexpr,
 ):
     """Program (p, j): rows [p*k, (p+1)*k) x column block j. dx, and dw summed over its rows in
     fp32 registers, written once to row p of the partials. Fused path: one block holds the whole
-    row and the row's dot product is computed here; split path: it comes from _rms_bwd_dots."""
+    row and the row's dot product is computed here; split path: it comes from _rms_bwd_dots.
+    Without WANT_DX only dw, for ``L.dw_columns``'s launch: every row, a narrow column block."""
     pid = tl.program_id(0)
     row_start = pid * rows_per_prog
     row_end = tl.minimum(row_start + rows_per_prog, M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
     w = offset
-    if HAS_W and not RELOAD_W:
+    if HAS_W and not RELOAD_W and WANT_DX:
         w = offset + tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
     dw = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     if PREFETCH:
@@ -234,20 +238,21 @@ def _rms_bwd(
         r64 = rows.to(tl.int64)
         dy = dy.to(tl.float32)
         xhat = h.to(tl.float32) * rstd[:, None]
-        g = dy
-        if HAS_W:
-            if RELOAD_W:  # an L2 hit per tile, and the registers that held w stay free
-                g = dy * (offset + tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32))[None, :]
-            else:
-                g = dy * w[None, :]
-        if not SPLIT:
-            dot = tl.sum(g * xhat, axis=1)
-        dx = (g - xhat * div_rn(dot, N)[:, None]) * rstd[:, None]
-        if HAS_DH:
-            dx += tl.load(tile(DH, r64, cols, stride_dh), mask=mask, other=0.0).to(tl.float32)
-        tl.store(tile(DX, r64, cols, stride_dx), dx.to(DX.dtype.element_ty), mask=mask)
-        if HAS_DR:
-            tl.store(tile(DR, r64, cols, stride_dr), dx.to(DR.dtype.element_ty), mask=mask)
+        if WANT_DX:
+            g = dy
+            if HAS_W:
+                if RELOAD_W:  # an L2 hit per tile, and the registers that held w stay free
+                    g = dy * (offset + tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32))[None, :]
+                else:
+                    g = dy * w[None, :]
+            if not SPLIT:
+                dot = tl.sum(g * xhat, axis=1)
+            dx = (g - xhat * div_rn(dot, N)[:, None]) * rstd[:, None]
+            if HAS_DH:
+                dx += tl.load(tile(DH, r64, cols, stride_dh), mask=mask, other=0.0).to(tl.float32)
+            tl.store(tile(DX, r64, cols, stride_dx), dx.to(DX.dtype.element_ty), mask=mask)
+            if HAS_DR:
+                tl.store(tile(DR, r64, cols, stride_dr), dx.to(DR.dtype.element_ty), mask=mask)
         if HAS_DW:
             dw += dy * xhat
     if HAS_DW:
@@ -269,7 +274,8 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
         return y, h, rstd
     cfg = L.fwd_config(n, "rms", dev)
     row_tail, col_tail = cfg.tails(n)
-    _rms_fwd[(triton.cdiv(m, cfg.rows),)](
+    programs, early = L.fwd_launch(m, cfg, dev)
+    _rms_fwd[(programs,)](
         x2, r2 if r2 is not None else x2, y, h if h is not None else y,
         weight if weight is not None else x2, rstd if rstd is not None else y,
         x2.stride(0), r2.stride(0) if r2 is not None else 0, y.stride(0), h.stride(0) if h is not None else 0,
@@ -278,7 +284,7 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
         STORE_RSTD=want_rstd, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
         KEEP=cfg.policies[0], DROP=cfg.policies[1], LANES=cfg.lanes, ROW_TAIL=row_tail, COL_TAIL=col_tail,
-        CHUNKS=cfg.chunks(n), num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        CHUNKS=cfg.chunks(n), EARLY=early, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, rstd
 
@@ -312,17 +318,29 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
             HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
             enable_fp_fusion=L.FP_FUSION,
         )
-    progs, per_prog, parts, finals = L.partial_buffers(m, n, [weight if want_dw else None], cfg, dev)
-    _rms_bwd[(progs, n_chunks)](
-        dy2, h2, w_arg, rstd, dots, dh2 if dh2 is not None else dy2, dx,
-        dr if dr is not None else dx, parts[0] if want_dw else dx,
-        dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
-        dr.stride(0) if dr is not None else 0,
-        m, n, per_prog, n_chunks, offset,
-        HAS_W=weight is not None, HAS_DW=want_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
-        SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
-    )
+    params = [weight if want_dw else None]
+
+    def launch(c, grid, rows_per_prog, dw_out, want_dx, has_dw):
+        _rms_bwd[grid](
+            dy2, h2, w_arg, rstd, dots, dh2 if dh2 is not None else dy2, dx,
+            dr if dr is not None else dx, dw_out if has_dw else dx,
+            dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
+            dr.stride(0) if dr is not None else 0,
+            m, n, rows_per_prog, n_chunks, offset,
+            HAS_W=weight is not None, HAS_DW=has_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
+            SPLIT=c.split, PREFETCH=c.prefetch, RELOAD_W=c.reload_w, ROWS=c.rows, BLOCK_N=c.block_n,
+            WANT_DX=want_dx, num_warps=c.num_warps, enable_fp_fusion=L.FP_FUSION,
+        )
+
+    cols = L.dw_columns(m, cfg, dev) if want_dw else None
+    if cols is not None:  # dw first: with in_place, dx overwrites dy
+        dw = torch.empty(n, dtype=weight.dtype, device=dev)
+        launch(cols, (1, triton.cdiv(n, cols.block_n)), m, dw, False, True)
+        progs, per_prog = L.num_programs(m, cfg, dev, n_chunks)
+        launch(cfg, (progs, n_chunks), per_prog, None, True, False)
+        return dx, dr, dw
+    progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
+    launch(cfg, (progs, n_chunks), per_prog, parts[0], True, want_dw)
     L.finish_partials(parts, finals)
     return dx, dr, finals[0]
 
