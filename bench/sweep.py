@@ -11,10 +11,13 @@ Run by bench/h200.py (phase ``sweep``). Targets, in order of what they are worth
   SM, prefetch and the first (dot product) kernel's rows and warps;
 * small batches (N = 4096, M = 1 / 32 / 128), forward and forward+backward: warps and rows per
   program, the backward's programs per SM, prefetch and the minimum rows per backward program,
-  timed at M = 16384 too, since the same entry serves every batch.
+  timed at M = 16384 too, since the same entry serves every batch; and the two switches the
+  launch makes by M (the forward's parameters before or after the sums, ``fwd_launch``; dW in
+  column blocks or through partials, ``dw_columns``), each forced one way at every batch.
 
-A candidate only changes launch parameters, and only as a function of N (never of M), so it keeps
-batch invariance by construction; each one is still checked on the GPU: the same bits from two
+A table candidate only changes launch parameters, and only as a function of N (never of M); the
+two switches change no operation of a row (``fwd_launch``). Each candidate is still checked on the
+GPU: the same bits from two
 runs (determinism) and a row's bits the same alone, in a small sub-batch and in the full batch
 (batch invariance), and its error against float64 (in ULPs of the terms' magnitude, bench/sweep's
 ``max_ulp``) set beside the current config's. A candidate that fails a bit check is never

@@ -26,9 +26,12 @@ Determinism and batch invariance are decided here, so the rules are written down
   program: ``do_not_specialize``). Those that remain (strides, pointer alignment) are the same for
   every sub-batch of a tensor, since a sub-batch keeps the row stride: a stride divisible by 16
   keeps every row start's alignment, any other gives none. And no multiply and add is contracted to
-  an FMA, which differed between binaries too. One thing is chosen by M, and it moves two loads
-  without changing an operation: whether the forward loads the parameters before the row's sums
-  (``fwd_launch``).
+  an FMA, which differed between binaries too. Two launch choices are made by M, and neither
+  changes an operation of a row: whether the forward loads the parameters before the row's sums
+  (``fwd_launch``), and whether the backward kernel also sums dW or leaves it to a launch of its
+  own (``dw_columns``). Their binaries reduce over the same layouts (a test compiles both for
+  sm_90 and compares), and the batch-invariance check tries batches either side of where they
+  switch.
 * Every program owns at least one row and always writes its whole slice of the partial buffer (and
   the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
   rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
@@ -264,10 +267,10 @@ def fwd_launch(m: int, cfg: Config, device: torch.device) -> tuple[int, bool]:
     at M = 1: 6.7 -> 6.0 us, bench/results/h200-2026-12-03-early/sweep.log). The looped path loads
     them with each chunk of its last pass anyway.
 
-    The one choice made by M, and it changes no operation: no sum reads a parameter and no multiply
-    and add is contracted (FP_FUSION), so every element of y is the same operations on the same
-    values either way, and the reductions read the same layouts (Triton 3.6's TTGIR for sm_90, both
-    ops, seven configs). The batch-invariance check compares rows either side of the SM count
+    Chosen by M, but it changes no operation: no sum reads a parameter and no multiply and add is
+    contracted (FP_FUSION), so every element of y is the same operations on the same values either
+    way, and the sums reduce over the same layouts (tests/test_triton_kernels.py compiles both for
+    sm_90). The batch-invariance check compares rows either side of the SM count
     (harness/boundaries.py) and of CPU_PROGRAMS (the built-ins' declared boundary).
     """
     return triton.cdiv(m, cfg.rows), not cfg.looped and m <= _slots(device)
@@ -286,8 +289,9 @@ def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -
     return triton.cdiv(m, per_prog), per_prog
 
 
-# dW (and dB) of a batch too small for the partials to pay: about 2 x 64 rows of 32 columns a tile
-# (a sector of bf16 a row), the next tile's loads in flight. Not measured against other shapes.
+# dW (and dB) of a batch too small for the partials to pay: tiles of 64 rows by 32 columns (64 bytes
+# of a bf16 row) over 4 warps, the next tile's loads in flight. Five other shapes timed level or
+# slower at N = 4096, M = 1 / 32 / 128 (bench/results/h200-2026-12-03-early/sweep-dw.log).
 DW_COLUMNS = Config(32, 64, 4, prefetch=True)
 DW_COLUMNS_ON = True
 
@@ -297,8 +301,10 @@ def dw_columns(m: int, cfg: Config, device: torch.device) -> Config | None:
     program a block, where the fused backward would give each of several programs a single tile of
     rows: its partials would then be the batch again in fp32, written and read back by a second
     launch (``sum_partials``); this reads the batch's own h and dy instead, and the backward kernel
-    writes dx alone. None: the partials. dx is the same operations either way, dW a fixed order
-    (over rows in tiles, then the tile's rows) for a given M, as with the partials."""
+    writes dx alone. None: the partials. dx is the same operations either way (and its kernel
+    without dW reduces over the same layouts, as ``fwd_launch`` says), dW a fixed order (over rows
+    in tiles, then the tile's rows) for a given M, as with the partials. LayerNorm at N = 4096,
+    M = 128: 14.2 -> 13.1 us forward+backward, RMSNorm level (sweep-dw.log)."""
     if not DW_COLUMNS_ON or cfg.split:
         return None
     progs, per_prog = num_programs(m, cfg, device)

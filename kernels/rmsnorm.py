@@ -152,9 +152,9 @@ def _rms_fwd(
         s, s_x = _sums(h, CASTING, XDT)
         rstd, rstd_bwd = _rstd(s, s_x, N, eps, CASTING, XDT)
         if HAS_W and not EARLY:
-            # after the sums: held across them the weight costs registers (measured: -10% at N >= 8192
-            # on an H100; on an H200 -35% at 16384 and spills at 32768, bench/results/
-            # tune-h200-early-weight.log; -3% at N = 4096, M = 16,384, h200-2026-12-02/sweep-early-weight.md)
+            # after the sums: held across them the weight costs registers (measured: 10% slower at
+            # N >= 8192 on an H100; on an H200 35% at 16384 and spills at 32768, bench/results/
+            # tune-h200-early-weight.log; 3% at N = 4096, M = 16,384, h200-2026-12-02/sweep-early-weight.md)
             w = _weight(W, cols, cmask, offset, CASTING, XDT)
         y = _apply(h, rstd, w, CASTING, HAS_W, XDT)
         tl.store(tile(Y, r64, cols, stride_y), y.to(Y.dtype.element_ty), mask=mask)

@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compiled_for_hopper
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
@@ -270,16 +271,7 @@ def test_every_stage_compiles_for_hopper():
     No stage may convert a tile through shared memory (on Triton 3.6 the forward's did, at 60 GB/s
     on an H200, until its statistics were scalars; this check then fails there with 2,049 and 2,068
     shared stores)."""
-    import subprocess
-    import sys
-
-    import triton.backends
-
-    if "nvidia" not in getattr(triton.backends, "backends", {}):
-        pytest.skip("Triton's CUDA backend is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = compiled_for_hopper(COMPILE_FOR_HOPPER)
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]
 
 

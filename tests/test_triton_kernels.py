@@ -14,6 +14,7 @@ import os
 
 import pytest
 import torch
+from conftest import compiled_for_hopper
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
@@ -770,14 +771,5 @@ def test_launch_switches_chosen_by_m_keep_the_reduction_layouts():
     before or after the sums, and the backward with or without dW in the same kernel, compile (for
     sm_90, by Triton's own compiler: no GPU needed) to reductions over the same layouts, so every
     row sum is taken in the same order; a warp count that does change the layout shows as a change."""
-    import subprocess
-    import sys
-
-    import triton.backends
-
-    if "nvidia" not in getattr(triton.backends, "backends", {}):
-        pytest.skip("Triton's CUDA backend is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", REDUCTION_LAYOUTS], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = compiled_for_hopper(REDUCTION_LAYOUTS)
     assert proc.returncode == 0 and "same layouts" in proc.stdout, proc.stderr[-3000:]
