@@ -70,11 +70,12 @@ class Sink:
             self.f.flush()
 
 
-def cells() -> list[tuple[str, str, int, int]]:
-    """(op, pass, M, N) in the order the table measures them: large batches, then small."""
+def cells(groups: tuple[str, ...] = ("big", "small")) -> list[tuple[str, str, int, int]]:
+    """(op, pass, M, N) in the order the table measures them: large batches, then small (``groups``:
+    which of the two; a follow-up call can time the small batches alone beside every peer)."""
     big = [(op, p, M, n) for op in OPS for p in T.PASSES for n in NS]
     small = [(op, p, m, SMALL_N) for op in OPS for p in T.PASSES for m in SMALL_MS]
-    return big + small
+    return (big if "big" in groups else []) + (small if "small" in groups else [])
 
 
 def ceiling_bytes(pass_: str, m: int, n: int) -> int:
@@ -189,6 +190,8 @@ def main() -> None:
     ap.add_argument("--kernels", default=",".join(KERNELS),
                     help="the table's kernels, comma-separated (a later call can add a peer beside the same "
                          "yardsticks: quack with ours and torch.compile)")
+    ap.add_argument("--cells", default="big,small",
+                    help="the table's cells: big (M = 16384 at every N), small (N = 4096, M = 1 / 32 / 128) or both")
     ap.add_argument("--rep-ms", type=int, default=int(os.environ.get("REP_MS", 100)),
                     help="do_bench measuring time per timing in the table (the ceiling and sweep take half)")
     args = ap.parse_args()
@@ -218,7 +221,8 @@ def main() -> None:
             T.REP_MS = args.rep_ms
             keep = args.sweep_s if "sweep" in phases else 0.0
             run_table(sink, Budget(budget.left() - keep), ceilings, gpu, write_md,
-                      kernels=tuple(k for k in args.kernels.split(",") if k))
+                      kernels=tuple(k for k in args.kernels.split(",") if k),
+                      todo=cells(tuple(args.cells.split(","))))
         write_md()
         if "sweep" in phases:
             import sweep

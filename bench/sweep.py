@@ -60,8 +60,9 @@ class Cand:
     # the forward's parameters loaded before the row's sums (True) or after them (False) at every
     # batch, instead of as ``fwd_launch`` chooses by M
     early: bool | None = None
-    # the small-batch dW launch (``dw_columns``): its config, or False for the partials at every batch
-    dw_columns: L.Config | bool | None = None
+    # the small batch's dW programs (``dw_columns``): their (rows, columns) tile, or False for the
+    # partials at every batch
+    dw_columns: tuple[int, int] | bool | None = None
 
 
 def codegen_cands() -> list[Cand]:
@@ -144,9 +145,8 @@ def narrow_fwd_cands(n: int) -> list[Cand]:
 def small_bwd_cands(n: int) -> list[Cand]:
     out = [Cand("current, forward parameters after the sums", early=False),
            Cand("current, dW from partials at every batch", dw_columns=False)]
-    for cols, rows, warps in ((32, 64, 4), (64, 32, 4), (16, 128, 4), (32, 32, 2), (64, 64, 8), (128, 16, 4)):
-        out.append(Cand(f"dW columns block={cols} rows={rows} warps={warps}",
-                        dw_columns=C(cols, rows, warps, prefetch=True)))
+    for rows, cols in ((64, 32), (32, 64), (128, 16), (32, 32), (64, 64), (16, 128)):
+        out.append(Cand(f"dW tile rows={rows} columns={cols}", dw_columns=(rows, cols)))
     for rows, warps, pps, prefetch in ((1, 8, 2, True), (1, 8, 2, False), (1, 4, 2, True), (1, 16, 1, True),
                                        (1, 8, 1, True), (1, 8, 4, True), (2, 8, 2, True), (1, 4, 4, False)):
         out.append(Cand(f"rows={rows} warps={warps} pps={pps} prefetch={int(prefetch)}",
@@ -184,11 +184,11 @@ def current(t: Target, device: torch.device | None = None) -> Cand:
 def patched(c: Cand) -> Iterator[None]:
     """Our kernels launched with ``c`` for as long as the block runs (the launch helpers are looked
     up on the module at every call)."""
-    saved = L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_COLUMNS, L.DW_COLUMNS_ON
+    saved = L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_TILE, L.DW_COLUMNS_ON
     if c.dw_columns is False:
         L.DW_COLUMNS_ON = False
     elif c.dw_columns is not None:
-        L.DW_COLUMNS = c.dw_columns
+        L.DW_TILE = c.dw_columns
     if c.early is not None:
         L.fwd_launch = lambda m, cfg, dev, _e=c.early, _f=L.fwd_launch: (_f(m, cfg, dev)[0], _e)
     if c.fwd is not None:
@@ -200,7 +200,7 @@ def patched(c: Cand) -> Iterator[None]:
     try:
         yield
     finally:
-        (L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_COLUMNS,
+        (L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_TILE,
          L.DW_COLUMNS_ON) = saved
 
 

@@ -197,17 +197,17 @@ def test_patched_launches_with_the_candidate_and_restores_on_error():
 
 def test_patched_switches_the_forwards_parameter_load_and_the_small_batch_dw():
     """A candidate's ``early`` forces fwd_launch's EARLY at every batch, its ``dw_columns`` the
-    small-batch dW launch's config or (False) the partials; both restored after."""
+    small batch's dW tile or (False) the partials; both restored after."""
     cpu, cfg = torch.device("cpu"), L.Config(64, 1, 4)
-    launch, columns = L.fwd_launch, L.DW_COLUMNS
+    launch, columns = L.fwd_launch, L.DW_TILE
     with sweep.patched(sweep.Cand("late", early=False, dw_columns=False)):
         assert L.fwd_launch(1, cfg, cpu) == (1, False)
         assert L.dw_columns(2, cfg, cpu) is None
-    other = L.Config(16, 8, 2, prefetch=True)
+    other = (8, 16)
     with sweep.patched(sweep.Cand("early", early=True, dw_columns=other)):
         assert L.fwd_launch(10_000, cfg, cpu) == (10_000, True)
         assert L.dw_columns(2, cfg, cpu) == other
-    assert (L.fwd_launch, L.DW_COLUMNS, L.DW_COLUMNS_ON) == (launch, columns, True)
+    assert (L.fwd_launch, L.DW_TILE, L.DW_COLUMNS_ON) == (launch, columns, True)
     assert L.dw_columns(2, cfg, cpu) == columns and L.fwd_launch(1, cfg, cpu) == (1, True)
 
 
@@ -287,3 +287,9 @@ def test_a_tweak_candidate_is_the_current_launch_with_its_fields_replaced(tmp_pa
               capture=capture, time_graph=lambda g: 1.0, todo=[t])
     current = L.fwd_config(n, "rms", None)
     assert seen == [current, dataclasses.replace(current, fold_tails=False)]
+
+
+def test_the_table_can_time_the_small_batches_alone():
+    assert h200.cells(("small",)) == [c for c in h200.cells() if c[2] != h200.M]
+    assert h200.cells(("big",)) + h200.cells(("small",)) == h200.cells()
+    assert {c[3] for c in h200.cells(("small",))} == {h200.SMALL_N}

@@ -10,9 +10,9 @@ contiguous rows [p*k, (p+1)*k), computes their dx and accumulates dW (and dB) ov
 registers, then writes its row of a (P, N) fp32 partial buffer once; ``sum_partials`` adds the P
 rows in a fixed order. Rows longer than BWD_MAX_BLOCK take the split path: a first kernel writes
 each row's dot products per column chunk, then a (P, column blocks) grid does the same as above
-per column block. A batch so small that every program would own one tile takes no partials: one
-launch sums dW (and dB) over all rows in narrow column blocks, then the kernel writes dx alone
-(``dw_columns``).
+per column block. A batch so small that every program would own one tile takes no partials:
+programs added to the same launch sum dW (and dB) over all rows in narrow column blocks, the others
+write dx alone (``dw_columns``).
 
 Determinism and batch invariance are decided here, so the rules are written down once:
 
@@ -28,10 +28,10 @@ Determinism and batch invariance are decided here, so the rules are written down
   keeps every row start's alignment, any other gives none. And no multiply and add is contracted to
   an FMA, which differed between binaries too. Two launch choices are made by M, and neither
   changes an operation of a row: whether the forward loads the parameters before the row's sums
-  (``fwd_launch``), and whether the backward kernel also sums dW or leaves it to a launch of its
-  own (``dw_columns``). Their binaries reduce over the same layouts (a test compiles both for
-  sm_90 and compares), and the batch-invariance check tries batches either side of where they
-  switch.
+  (``fwd_launch``), and whether the backward's row programs also sum dW or leave it to programs
+  of their own in the same launch (``dw_columns``). Their binaries reduce over the same layouts
+  (a test compiles both for sm_90 and compares), and the batch-invariance check tries batches
+  either side of where they switch.
 * Every program owns at least one row and always writes its whole slice of the partial buffer (and
   the split path's dot buffer), so nothing ever reads memory that nobody wrote, even with fewer
   rows than SMs. No float atomics anywhere: dW is bitwise reproducible for a given (M, N, GPU),
@@ -290,25 +290,29 @@ def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -
 
 
 # dW (and dB) of a batch too small for the partials to pay: tiles of 64 rows by 32 columns (64 bytes
-# of a bf16 row) over 4 warps, the next tile's loads in flight. Five other shapes timed level or
-# slower at N = 4096, M = 1 / 32 / 128 (bench/results/h200-2026-12-03-early/sweep-dw.log).
-DW_COLUMNS = Config(32, 64, 4, prefetch=True)
+# of a bf16 row), the next tile's loads in flight; of five other tiles none was faster for both ops
+# beyond the spread (bench/results/h200-2026-12-03-early/sweep-dw-one-launch.log).
+DW_TILE = (64, 32)
 DW_COLUMNS_ON = True
 
 
-def dw_columns(m: int, cfg: Config, device: torch.device) -> Config | None:
-    """The launch that sums dW (and dB) over every row of h and dy in narrow column blocks, one
-    program a block, where the fused backward would give each of several programs a single tile of
-    rows: its partials would then be the batch again in fp32, written and read back by a second
-    launch (``sum_partials``); this reads the batch's own h and dy instead, and the backward kernel
-    writes dx alone. None: the partials. dx is the same operations either way (and its kernel
-    without dW reduces over the same layouts, as ``fwd_launch`` says), dW a fixed order (over rows
-    in tiles, then the tile's rows) for a given M, as with the partials. LayerNorm at N = 4096,
-    M = 128: 14.2 -> 13.1 us forward+backward, RMSNorm level (sweep-dw.log)."""
+def dw_columns(m: int, cfg: Config, device: torch.device) -> tuple[int, int] | None:
+    """(rows, columns) of the dW tile where the backward sums dW (and dB) over every row of h and dy
+    in narrow column blocks: where the fused backward would give each of several programs a single
+    tile of rows, whose partials would be the batch again in fp32, written and read back by a second
+    launch (``sum_partials``). The column blocks are programs of the same launch, after those that
+    write dx alone, so a small batch's backward is one launch. None: the partials. dx is the same
+    operations either way (its programs reduce over the same layouts, as ``fwd_launch`` says), dW a
+    fixed order (over rows in tiles, then the tile's rows) for a given M, as with the partials.
+    Forward+backward at N = 4096, M = 1 / 32 / 128 on an H200, us: RMSNorm 8.6 / 11.4 / 12.7 with the
+    partials, 8.4 / 9.1 / 9.7 so; LayerNorm 9.1 / 12.0 / 14.3 and 9.2 / 10.5 / 11.4
+    (sweep-dw-one-launch.log; as a launch of its own before them, LayerNorm's M = 128 took 13.1).
+    Where dx is written over dy the partials stay: these programs would read what the others
+    overwrite (RMSNorm's ``in_place``)."""
     if not DW_COLUMNS_ON or cfg.split:
         return None
     progs, per_prog = num_programs(m, cfg, device)
-    return DW_COLUMNS if progs > 1 and per_prog == cfg.rows else None
+    return DW_TILE if progs > 1 and per_prog == cfg.rows else None
 
 
 def rows_2d(t: torch.Tensor, n: int) -> torch.Tensor:

@@ -188,20 +188,45 @@ def _fetch_dy(DY, H, MEAN, RSTD, D, rows, row_end, cols, cmask, stride_dy, strid
     return h, dy, mean, rstd, sg, sgx
 
 
-@triton.jit(do_not_specialize=["M", "rows_per_prog"])  # _launch.py: batch invariance
+@triton.jit(do_not_specialize=["M", "rows_per_prog", "dx_programs"])  # _launch.py: batch invariance
 def _ln_bwd(
     DY, H, W, MEAN, RSTD, D, DH, DX, DR, DWP, DBP,
+    stride_dy, stride_h, stride_dh, stride_dx, stride_dr,
+    M, N, rows_per_prog, n_chunks, dx_programs,
+    HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, HAS_DH: tl.constexpr,
+    HAS_DR: tl.constexpr, SPLIT: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_W: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_N: tl.constexpr, DW_ROWS: tl.constexpr, DW_BLOCK: tl.constexpr,
+):
+    """Program (p, j): rows [p*k, (p+1)*k) x column block j; see _rms_bwd (and DW_BLOCK there)."""
+    pid = tl.program_id(0)
+    if DW_BLOCK == 0:
+        _ln_bwd_rows(pid, tl.program_id(1), DY, H, W, MEAN, RSTD, D, DH, DX, DR, DWP, DBP, stride_dy, stride_h,
+                     stride_dh, stride_dx, stride_dr, M, N, rows_per_prog, n_chunks, HAS_W, HAS_DW, HAS_DB, HAS_DH,
+                     HAS_DR, SPLIT, PREFETCH, RELOAD_W, ROWS, BLOCK_N, True)
+    elif pid < dx_programs:
+        _ln_bwd_rows(pid, tl.program_id(1), DY, H, W, MEAN, RSTD, D, DH, DX, DR, DWP, DBP, stride_dy, stride_h,
+                     stride_dh, stride_dx, stride_dr, M, N, rows_per_prog, n_chunks, HAS_W, False, False, HAS_DH,
+                     HAS_DR, SPLIT, PREFETCH, RELOAD_W, ROWS, BLOCK_N, True)
+    else:  # one program along the rows (program_id(1) is 0: the grid is one column wide)
+        _ln_bwd_rows(tl.program_id(1), pid - dx_programs, DY, H, W, MEAN, RSTD, D, DH, DX, DR, DWP, DBP, stride_dy,
+                     stride_h, stride_dh, stride_dx, stride_dr, M, N, M, n_chunks, HAS_W, HAS_DW, HAS_DB, HAS_DH,
+                     HAS_DR, SPLIT, True, RELOAD_W, DW_ROWS, DW_BLOCK, False)
+
+
+@triton.jit
+def _ln_bwd_rows(
+    pid, block, DY, H, W, MEAN, RSTD, D, DH, DX, DR, DWP, DBP,
     stride_dy, stride_h, stride_dh, stride_dx, stride_dr,
     M, N, rows_per_prog, n_chunks,
     HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, HAS_DH: tl.constexpr,
     HAS_DR: tl.constexpr, SPLIT: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_W: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_N: tl.constexpr, WANT_DX: tl.constexpr,
 ):
-    """Program (p, j): rows [p*k, (p+1)*k) x column block j; see _rms_bwd (and WANT_DX there)."""
-    pid = tl.program_id(0)
+    """_ln_bwd's program ``pid`` along the rows over column block ``block``; without WANT_DX dW and
+    dB only."""
     row_start = pid * rows_per_prog
     row_end = tl.minimum(row_start + rows_per_prog, M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = block * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
     w = 1.0
     if HAS_W and not RELOAD_W and WANT_DX:
@@ -307,28 +332,26 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
             enable_fp_fusion=L.FP_FUSION,
         )
 
-    def launch(c, grid, rows_per_prog, outs, want_dx, has_dw, has_db):
-        _ln_bwd[grid](
-            dy2, h2, w_arg, mean, rstd, dots, dh2 if dh2 is not None else dy2,
-            dx, dr if dr is not None else dx,
-            outs[0] if has_dw else dx, outs[1] if has_db else dx,
-            dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
-            dr.stride(0) if dr is not None else 0,
-            m, n, rows_per_prog, n_chunks,
-            HAS_W=weight is not None, HAS_DW=has_dw, HAS_DB=has_db, HAS_DH=dh2 is not None,
-            HAS_DR=dr is not None, SPLIT=c.split, PREFETCH=c.prefetch, RELOAD_W=c.reload_w, ROWS=c.rows,
-            BLOCK_N=c.block_n, WANT_DX=want_dx, num_warps=c.num_warps, enable_fp_fusion=L.FP_FUSION,
-        )
-
     cols = L.dw_columns(m, cfg, dev) if want_dw or want_db else None
-    if cols is not None:  # dW and dB first, as RMSNorm's
-        finals = [None if p is None else torch.empty(n, dtype=p.dtype, device=dev) for p in params]
-        launch(cols, (1, triton.cdiv(n, cols.block_n)), m, finals, False, want_dw, want_db)
+    if cols is not None:
         progs, per_prog = L.num_programs(m, cfg, dev, n_chunks)
-        launch(cfg, (progs, n_chunks), per_prog, [None, None], True, False, False)
-        return dx, dr, finals
-    progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
-    launch(cfg, (progs, n_chunks), per_prog, parts, True, want_dw, want_db)
+        parts = finals = [None if p is None else torch.empty(n, dtype=p.dtype, device=dev) for p in params]
+        grid = (progs + triton.cdiv(n, cols[1]), 1)
+    else:
+        progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
+        grid = (progs, n_chunks)
+    _ln_bwd[grid](
+        dy2, h2, w_arg, mean, rstd, dots, dh2 if dh2 is not None else dy2,
+        dx, dr if dr is not None else dx,
+        parts[0] if want_dw else dx, parts[1] if want_db else dx,
+        dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
+        dr.stride(0) if dr is not None else 0,
+        m, n, per_prog, n_chunks, progs,
+        HAS_W=weight is not None, HAS_DW=want_dw, HAS_DB=want_db, HAS_DH=dh2 is not None,
+        HAS_DR=dr is not None, SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows,
+        BLOCK_N=cfg.block_n, DW_ROWS=cols[0] if cols else 1, DW_BLOCK=cols[1] if cols else 0,
+        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+    )
     L.finish_partials(parts, finals)
     return dx, dr, finals
 

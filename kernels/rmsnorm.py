@@ -200,23 +200,48 @@ def _fetch_dy(DY, H, RSTD, D, rows, row_end, cols, cmask, stride_dy, stride_h, M
     return h, dy, rstd, dot
 
 
-@triton.jit(do_not_specialize=["M", "rows_per_prog"])  # _launch.py: batch invariance
+@triton.jit(do_not_specialize=["M", "rows_per_prog", "dx_programs"])  # _launch.py: batch invariance
 def _rms_bwd(
     DY, H, W, RSTD, D, DH, DX, DR, DWP,
+    stride_dy, stride_h, stride_dh, stride_dx, stride_dr,
+    M, N, rows_per_prog, n_chunks, offset, dx_programs,
+    HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DH: tl.constexpr, HAS_DR: tl.constexpr,
+    SPLIT: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_W: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr, DW_ROWS: tl.constexpr, DW_BLOCK: tl.constexpr,
+):
+    """Program (p, j): rows [p*k, (p+1)*k) x column block j. dx, and dw summed over its rows in
+    fp32 registers, written once to row p of the partials. Fused path: one block holds the whole
+    row and the row's dot product is computed here; split path: it comes from _rms_bwd_dots.
+    With DW_BLOCK (``L.dw_columns``) the grid has two roles: programs below dx_programs write dx
+    alone, the others dw, each over every row in a block of DW_BLOCK columns (DW_ROWS a tile)."""
+    pid = tl.program_id(0)
+    if DW_BLOCK == 0:
+        _rms_bwd_rows(pid, tl.program_id(1), DY, H, W, RSTD, D, DH, DX, DR, DWP, stride_dy, stride_h, stride_dh,
+                      stride_dx, stride_dr, M, N, rows_per_prog, n_chunks, offset, HAS_W, HAS_DW, HAS_DH, HAS_DR,
+                      SPLIT, PREFETCH, RELOAD_W, ROWS, BLOCK_N, True)
+    elif pid < dx_programs:
+        _rms_bwd_rows(pid, tl.program_id(1), DY, H, W, RSTD, D, DH, DX, DR, DWP, stride_dy, stride_h, stride_dh,
+                      stride_dx, stride_dr, M, N, rows_per_prog, n_chunks, offset, HAS_W, False, HAS_DH, HAS_DR,
+                      SPLIT, PREFETCH, RELOAD_W, ROWS, BLOCK_N, True)
+    else:  # one program along the rows (program_id(1) is 0: the grid is one column wide)
+        _rms_bwd_rows(tl.program_id(1), pid - dx_programs, DY, H, W, RSTD, D, DH, DX, DR, DWP, stride_dy, stride_h,
+                      stride_dh, stride_dx, stride_dr, M, N, M, n_chunks, offset, HAS_W, True, HAS_DH, HAS_DR,
+                      SPLIT, True, RELOAD_W, DW_ROWS, DW_BLOCK, False)
+
+
+@triton.jit
+def _rms_bwd_rows(
+    pid, block, DY, H, W, RSTD, D, DH, DX, DR, DWP,
     stride_dy, stride_h, stride_dh, stride_dx, stride_dr,
     M, N, rows_per_prog, n_chunks, offset,
     HAS_W: tl.constexpr, HAS_DW: tl.constexpr, HAS_DH: tl.constexpr, HAS_DR: tl.constexpr,
     SPLIT: tl.constexpr, PREFETCH: tl.constexpr, RELOAD_W: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr, WANT_DX: tl.constexpr,
 ):
-    """Program (p, j): rows [p*k, (p+1)*k) x column block j. dx, and dw summed over its rows in
-    fp32 registers, written once to row p of the partials. Fused path: one block holds the whole
-    row and the row's dot product is computed here; split path: it comes from _rms_bwd_dots.
-    Without WANT_DX only dw, for ``L.dw_columns``'s launch: every row, a narrow column block."""
-    pid = tl.program_id(0)
+    """_rms_bwd's program ``pid`` along the rows over column block ``block``; without WANT_DX dw only."""
     row_start = pid * rows_per_prog
     row_end = tl.minimum(row_start + rows_per_prog, M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = block * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
     w = offset
     if HAS_W and not RELOAD_W and WANT_DX:
@@ -319,28 +344,26 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
             enable_fp_fusion=L.FP_FUSION,
         )
     params = [weight if want_dw else None]
-
-    def launch(c, grid, rows_per_prog, dw_out, want_dx, has_dw):
-        _rms_bwd[grid](
-            dy2, h2, w_arg, rstd, dots, dh2 if dh2 is not None else dy2, dx,
-            dr if dr is not None else dx, dw_out if has_dw else dx,
-            dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
-            dr.stride(0) if dr is not None else 0,
-            m, n, rows_per_prog, n_chunks, offset,
-            HAS_W=weight is not None, HAS_DW=has_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
-            SPLIT=c.split, PREFETCH=c.prefetch, RELOAD_W=c.reload_w, ROWS=c.rows, BLOCK_N=c.block_n,
-            WANT_DX=want_dx, num_warps=c.num_warps, enable_fp_fusion=L.FP_FUSION,
-        )
-
-    cols = L.dw_columns(m, cfg, dev) if want_dw else None
-    if cols is not None:  # dw first: with in_place, dx overwrites dy
-        dw = torch.empty(n, dtype=weight.dtype, device=dev)
-        launch(cols, (1, triton.cdiv(n, cols.block_n)), m, dw, False, True)
+    # with dx written over dy, the dw role would read what the dx role overwrites: partials then
+    cols = L.dw_columns(m, cfg, dev) if want_dw and dx is not dy2 else None
+    if cols is not None:
         progs, per_prog = L.num_programs(m, cfg, dev, n_chunks)
-        launch(cfg, (progs, n_chunks), per_prog, None, True, False)
-        return dx, dr, dw
-    progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
-    launch(cfg, (progs, n_chunks), per_prog, parts[0], True, want_dw)
+        parts = finals = [torch.empty(n, dtype=weight.dtype, device=dev)]
+        grid = (progs + triton.cdiv(n, cols[1]), 1)
+    else:
+        progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
+        grid = (progs, n_chunks)
+    _rms_bwd[grid](
+        dy2, h2, w_arg, rstd, dots, dh2 if dh2 is not None else dy2, dx,
+        dr if dr is not None else dx, parts[0] if want_dw else dx,
+        dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
+        dr.stride(0) if dr is not None else 0,
+        m, n, per_prog, n_chunks, offset, progs,
+        HAS_W=weight is not None, HAS_DW=want_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
+        SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
+        DW_ROWS=cols[0] if cols else 1, DW_BLOCK=cols[1] if cols else 0,
+        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+    )
     L.finish_partials(parts, finals)
     return dx, dr, finals[0]
 

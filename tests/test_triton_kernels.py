@@ -693,10 +693,11 @@ def test_parameters_load_early_only_in_one_wave():
 @pytest.mark.parametrize("m", [2, 4])
 def test_small_batch_weight_gradients_from_column_blocks(m, in_place, monkeypatch):
     """Where each backward program would own one tile of rows (``dw_columns``: at most CPU_PROGRAMS
-    rows here), dW and dB are summed over the rows in column blocks from h and dy, before dx (which
-    may overwrite dy). dx is the same bits as with the partials, dW and dB agree with them to
-    float32 rounding and with float64, and the columns launch is what ran."""
-    assert L.dw_columns(m, L.bwd_config(4000, "rms"), torch.device("cpu")) == L.DW_COLUMNS
+    rows here), programs of the same launch sum dW and dB over the rows in column blocks from h and
+    dy, beside those writing dx (RMSNorm with dx written over dy keeps the partials: those programs
+    would read what the others overwrite). dx is the same bits as with the partials, dW and dB agree
+    with them to float32 rounding and with float64."""
+    assert L.dw_columns(m, L.bwd_config(4000, "rms"), torch.device("cpu")) == L.DW_TILE
     assert L.dw_columns(L.CPU_PROGRAMS + 1, L.bwd_config(4000, "rms"), torch.device("cpu")) is None
     assert L.dw_columns(1, L.bwd_config(4000, "rms"), torch.device("cpu")) is None  # one program writes dW
     g = torch.Generator().manual_seed(m)
@@ -723,7 +724,7 @@ def test_small_batch_weight_gradients_from_column_blocks(m, in_place, monkeypatc
         torch.testing.assert_close(cols[k].double(), want, rtol=1e-5, atol=1e-5)
 
 
-# Both launch switches chosen by M (the forward's EARLY; the backward without dW, ``dw_columns``),
+# Both launch switches chosen by M (the forward's EARLY; the backward's dW programs, ``dw_columns``),
 # compiled for sm_90: the type signature of every reduction, its input layout spelled out (a
 # reduction's order is a function of that layout), with each switch and without.
 REDUCTION_LAYOUTS = r"""
@@ -735,7 +736,7 @@ from normgate.kernels import layernorm as LN, rmsnorm as R
 def reductions(fn, consts, warps):
     params = list(inspect.signature(fn.fn).parameters)
     floats = ("eps", "offset")
-    ints = ("M", "N", "rows_per_prog", "n_chunks")
+    ints = ("M", "N", "rows_per_prog", "n_chunks", "dx_programs")
     sig = {p: ("constexpr" if p in consts else "fp32" if p in floats else "i32" if p in ints or p.startswith("stride")
                else "*fp32" if p in ("RSTD", "MEAN", "D", "DWP", "DBP") else "*bf16") for p in params}
     src = ASTSource(fn=fn, signature=sig, constexprs={(params.index(k),): v for k, v in consts.items()})
@@ -755,21 +756,25 @@ for n, rows, warps in ((4096, 1, 8), (1024, 2, 4), (256, 16, 4)):
         assert len(late) == count and late == early, (fn, n, late, early)
     other = reductions(R._rms_fwd, dict(tile, CASTING=0, STORE_RSTD=True, EARLY=False), warps * 2)
     assert other != late, "a layout change must show"
-BWD = dict(HAS_W=True, HAS_DH=False, HAS_DR=False, SPLIT=False, RELOAD_W=False, WANT_DX=True)
+BWD = dict(HAS_W=True, HAS_DH=False, HAS_DR=False, SPLIT=False, RELOAD_W=False)
 for n, rows, warps, prefetch in ((4096, 1, 8, True), (1024, 4, 4, False)):
     tile = dict(BWD, ROWS=rows, BLOCK_N=n, PREFETCH=prefetch)
     for fn, sums, dw in ((R._rms_bwd, 1, ("HAS_DW",)), (LN._ln_bwd, 2, ("HAS_DW", "HAS_DB"))):
-        with_dw, without = (reductions(fn, dict(tile, **dict.fromkeys(dw, on)), warps) for on in (True, False))
-        assert len(without) == sums and len(with_dw) == sums + len(dw), (fn, with_dw, without)
-        assert with_dw[:sums] == without, (fn, n, with_dw, without)  # the row sums, in program order
+        on = dict.fromkeys(dw, True)
+        partials = reductions(fn, dict(tile, **on, DW_ROWS=1, DW_BLOCK=0), warps)
+        roles = reductions(fn, dict(tile, **on, DW_ROWS=64, DW_BLOCK=32), warps)
+        assert len(partials) == len(roles) == sums + len(dw), (fn, partials, roles)
+        # in program order, the row sums first in both
+        assert roles[:sums] == partials[:sums], (fn, n, partials, roles)
 print("same layouts")
 """
 
 
 def test_launch_switches_chosen_by_m_keep_the_reduction_layouts():
     """What batch invariance rests on where a launch differs by M: the forward's parameters loaded
-    before or after the sums, and the backward with or without dW in the same kernel, compile (for
-    sm_90, by Triton's own compiler: no GPU needed) to reductions over the same layouts, so every
-    row sum is taken in the same order; a warp count that does change the layout shows as a change."""
+    before or after the sums, and the backward's row programs with dW or beside programs summing it,
+    compile (for sm_90, by Triton's own compiler: no GPU needed) to reductions over the same
+    layouts, so every row sum is taken in the same order; a warp count that does change the layout
+    shows as a change."""
     proc = compiled_for_hopper(REDUCTION_LAYOUTS)
     assert proc.returncode == 0 and "same layouts" in proc.stdout, proc.stderr[-3000:]
