@@ -294,6 +294,11 @@ def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -
 # beyond the spread (bench/results/h200-2026-12-03-early/sweep-dw-one-launch.log).
 DW_TILE = (64, 32)
 DW_COLUMNS_ON = True
+# Each column block's program loops over every row, so the batch is capped at four tiles of them:
+# narrow rows qualify in far larger batches (N = 256 takes 16 rows a tile, so on an H200 up to 4,224
+# rows would), which a few programs would then walk alone. The batches timed had at most two tiles
+# (M = 128); 256 is also where the batch-invariance check always tries either side.
+DW_MAX_ROWS = 256
 
 
 def dw_columns(m: int, cfg: Config, device: torch.device) -> tuple[int, int] | None:
@@ -309,7 +314,7 @@ def dw_columns(m: int, cfg: Config, device: torch.device) -> tuple[int, int] | N
     (sweep-dw-one-launch.log; as a launch of its own before them, LayerNorm's M = 128 took 13.1).
     Where dx is written over dy the partials stay: these programs would read what the others
     overwrite (RMSNorm's ``in_place``)."""
-    if not DW_COLUMNS_ON or cfg.split:
+    if not DW_COLUMNS_ON or cfg.split or m > DW_MAX_ROWS:
         return None
     progs, per_prog = num_programs(m, cfg, device)
     return DW_TILE if progs > 1 and per_prog == cfg.rows else None

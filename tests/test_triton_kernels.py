@@ -700,6 +700,11 @@ def test_small_batch_weight_gradients_from_column_blocks(m, in_place, monkeypatc
     assert L.dw_columns(m, L.bwd_config(4000, "rms"), torch.device("cpu")) == L.DW_TILE
     assert L.dw_columns(L.CPU_PROGRAMS + 1, L.bwd_config(4000, "rms"), torch.device("cpu")) is None
     assert L.dw_columns(1, L.bwd_config(4000, "rms"), torch.device("cpu")) is None  # one program writes dW
+    with monkeypatch.context() as sms:  # 132 SMs: narrow rows (16 a tile) qualify up to the cap only
+        sms.setattr(L, "_slots", lambda device: 132)
+        narrow = L.Config(256, 16, 4)
+        assert L.dw_columns(L.DW_MAX_ROWS, narrow, torch.device("cpu")) == L.DW_TILE
+        assert L.dw_columns(L.DW_MAX_ROWS + 1, narrow, torch.device("cpu")) is None
     g = torch.Generator().manual_seed(m)
     x = torch.randn(m, 4000, generator=g, dtype=torch.float64)
     dy = torch.randn(m, 4000, generator=g, dtype=torch.float64)
