@@ -314,9 +314,12 @@ def dw_columns(m: int, cfg: Config, device: torch.device) -> tuple[int, int] | N
     (sweep-dw-one-launch.log; as a launch of its own before them, LayerNorm's M = 128 took 13.1).
     Where dx is written over dy the partials stay: these programs would read what the others
     overwrite (RMSNorm's ``in_place``)."""
+    return _dw_tile(m, cfg, *num_programs(m, cfg, device))
+
+
+def _dw_tile(m: int, cfg: Config, progs: int, per_prog: int) -> tuple[int, int] | None:
     if not DW_COLUMNS_ON or cfg.split or m > DW_MAX_ROWS:
         return None
-    progs, per_prog = num_programs(m, cfg, device)
     return DW_TILE if progs > 1 and per_prog == cfg.rows else None
 
 
@@ -523,27 +526,48 @@ def sum_partials(parts: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
                         enable_fp_fusion=FP_FUSION)
 
 
-def partial_buffers(
-    m: int, n: int, params: list[torch.Tensor | None], cfg: Config, device: torch.device
-) -> tuple[int, int, list[torch.Tensor | None], list[torch.Tensor | None]]:
-    """Grid and dW/dB buffers of a backward launch.
+@dataclass(frozen=True)
+class BackwardLaunch:
+    """Grid and dW/dB buffers of a backward launch (``backward_launch``)."""
 
-    Returns (programs, rows per program, what the kernel writes, final gradients). With one
-    program along the rows the kernel writes the final gradients (in the parameter's dtype)
-    directly (each column block once); otherwise fp32 partials that ``sum_partials`` reduces.
-    Buffers come from
-    ``torch.empty``: the kernel writes every element of them.
+    grid: tuple[int, int]
+    rows_per_prog: int
+    dx_programs: int  # programs along the rows; the dW programs, if any, come after them
+    dw_tile: tuple[int, int] | None  # (rows, columns) of the dW programs' tiles (``dw_columns``)
+    parts: list[torch.Tensor | None]  # what the kernel writes
+    finals: list[torch.Tensor | None]  # the gradients
+
+    @property
+    def dw_consts(self) -> dict[str, int]:
+        """The kernel's DW_ROWS and DW_BLOCK (0: no dW programs)."""
+        rows, block = self.dw_tile or (1, 0)
+        return {"DW_ROWS": rows, "DW_BLOCK": block}
+
+    def finish(self) -> None:
+        """The partials summed into the gradients, where the kernel wrote partials."""
+        pairs = [(p, f) for p, f in zip(self.parts, self.finals, strict=True) if f is not None and p is not f]
+        if pairs:
+            sum_partials([p for p, _ in pairs], [f for _, f in pairs])
+
+
+def backward_launch(m: int, n: int, params: list[torch.Tensor | None], cfg: Config, device: torch.device,
+                    dw_programs: bool = True) -> BackwardLaunch:
+    """Grid and dW/dB buffers of a backward launch over ``m`` rows of ``n``.
+
+    The kernel writes the final gradients (in the parameter's dtype) directly where one program
+    along the rows owns every row (each column block once) or where ``dw_columns`` gives dW programs
+    of their own (unless ``dw_programs`` is false: RMSNorm's dx written over dy); otherwise fp32
+    partials that ``sum_partials`` reduces (``finish``). Buffers come from ``torch.empty``: the
+    kernel writes every element of them.
     """
-    progs, per_prog = num_programs(m, cfg, device, triton.cdiv(n, cfg.block_n))
+    n_blocks = triton.cdiv(n, cfg.block_n)
+    progs, per_prog = num_programs(m, cfg, device, n_blocks)
+    tile = _dw_tile(m, cfg, progs, per_prog) if dw_programs and any(p is not None for p in params) else None
     finals = [None if p is None else torch.empty(n, dtype=p.dtype, device=device) for p in params]
+    if tile is not None:
+        return BackwardLaunch((progs + triton.cdiv(n, tile[1]), 1), per_prog, progs, tile, list(finals), finals)
     if progs == 1:
-        return progs, per_prog, list(finals), finals
+        return BackwardLaunch((progs, n_blocks), per_prog, progs, None, list(finals), finals)
     parts = [None if p is None else torch.empty((progs, n), dtype=torch.float32, device=device)
              for p in params]
-    return progs, per_prog, parts, finals
-
-
-def finish_partials(parts: list[torch.Tensor | None], finals: list[torch.Tensor | None]) -> None:
-    pairs = [(p, f) for p, f in zip(parts, finals, strict=True) if f is not None and p is not f]
-    if pairs:
-        sum_partials([p for p, _ in pairs], [f for _, f in pairs])
+    return BackwardLaunch((progs, n_blocks), per_prog, progs, None, parts, finals)

@@ -331,29 +331,20 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
             HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
             enable_fp_fusion=L.FP_FUSION,
         )
-
-    cols = L.dw_columns(m, cfg, dev) if want_dw or want_db else None
-    if cols is not None:
-        progs, per_prog = L.num_programs(m, cfg, dev, n_chunks)
-        parts = finals = [None if p is None else torch.empty(n, dtype=p.dtype, device=dev) for p in params]
-        grid = (progs + triton.cdiv(n, cols[1]), 1)
-    else:
-        progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
-        grid = (progs, n_chunks)
-    _ln_bwd[grid](
+    launch = L.backward_launch(m, n, params, cfg, dev)
+    _ln_bwd[launch.grid](
         dy2, h2, w_arg, mean, rstd, dots, dh2 if dh2 is not None else dy2,
         dx, dr if dr is not None else dx,
-        parts[0] if want_dw else dx, parts[1] if want_db else dx,
+        launch.parts[0] if want_dw else dx, launch.parts[1] if want_db else dx,
         dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
         dr.stride(0) if dr is not None else 0,
-        m, n, per_prog, n_chunks, progs,
+        m, n, launch.rows_per_prog, n_chunks, launch.dx_programs,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DB=want_db, HAS_DH=dh2 is not None,
         HAS_DR=dr is not None, SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows,
-        BLOCK_N=cfg.block_n, DW_ROWS=cols[0] if cols else 1, DW_BLOCK=cols[1] if cols else 0,
-        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        BLOCK_N=cfg.block_n, **launch.dw_consts, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
-    L.finish_partials(parts, finals)
-    return dx, dr, finals
+    launch.finish()
+    return dx, dr, launch.finals
 
 
 class LayerNormFunction(torch.autograd.Function):

@@ -343,29 +343,20 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
             HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
             enable_fp_fusion=L.FP_FUSION,
         )
-    params = [weight if want_dw else None]
-    # with dx written over dy, the dw role would read what the dx role overwrites: partials then
-    cols = L.dw_columns(m, cfg, dev) if want_dw and dx is not dy2 else None
-    if cols is not None:
-        progs, per_prog = L.num_programs(m, cfg, dev, n_chunks)
-        parts = finals = [torch.empty(n, dtype=weight.dtype, device=dev)]
-        grid = (progs + triton.cdiv(n, cols[1]), 1)
-    else:
-        progs, per_prog, parts, finals = L.partial_buffers(m, n, params, cfg, dev)
-        grid = (progs, n_chunks)
-    _rms_bwd[grid](
+    # with dx written over dy, dW programs would read what the dx programs overwrite: partials then
+    launch = L.backward_launch(m, n, [weight if want_dw else None], cfg, dev, dw_programs=dx is not dy2)
+    _rms_bwd[launch.grid](
         dy2, h2, w_arg, rstd, dots, dh2 if dh2 is not None else dy2, dx,
-        dr if dr is not None else dx, parts[0] if want_dw else dx,
+        dr if dr is not None else dx, launch.parts[0] if want_dw else dx,
         dy2.stride(0), h2.stride(0), dh2.stride(0) if dh2 is not None else 0, dx.stride(0),
         dr.stride(0) if dr is not None else 0,
-        m, n, per_prog, n_chunks, offset, progs,
+        m, n, launch.rows_per_prog, n_chunks, offset, launch.dx_programs,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
         SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        DW_ROWS=cols[0] if cols else 1, DW_BLOCK=cols[1] if cols else 0,
-        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        **launch.dw_consts, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
     )
-    L.finish_partials(parts, finals)
-    return dx, dr, finals[0]
+    launch.finish()
+    return dx, dr, launch.finals[0]
 
 
 class RMSNormFunction(torch.autograd.Function):
