@@ -151,6 +151,26 @@ def tests(session):
     if not session.posargs:  # and the benchmark harness's own tests, which need no GPU (its sweep,
         # interleaving, ceilings and tables); bench/ has its own conftest, so a run of its own
         session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_offline.py")
+        _hopper_builds_on_the_gpu_stack(session)
+
+
+# The Triton of the GPU stack normgate's kernels are measured on (torch 2.11, Triton 3.6), beside the
+# newest one the tests install: the two compilers do not accept the same code (Triton 3.6 rejected a
+# constexpr argument left to its default in a nested call, which 3.9 and the interpreter take).
+GPU_STACK_TRITON = "3.6.0"
+
+
+def _hopper_builds_on_the_gpu_stack(session) -> None:
+    """The tests that build our kernels for sm_90 (marked ``hopper``) again, with the GPU stack's
+    Triton in front of the session's own (a folder of its own in the session: about 190 MB, once)."""
+    target = os.path.join(session.virtualenv.location, f"triton-{GPU_STACK_TRITON}")
+    if _find("triton", [target]) is None:
+        session.run_install("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", target,
+                            f"triton=={GPU_STACK_TRITON}")
+    env = {"PYTHONPATH": target}
+    session.run("python", "-c", f"import triton; assert triton.__version__ == {GPU_STACK_TRITON!r}, triton.__version__",
+                env=env)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hopper", "tests", env=env)
 
 
 @nox.session

@@ -12,6 +12,8 @@ import sys
 
 SHOWN = {  # metric -> column
     "gpu__time_duration.sum": "time",
+    "dram__bytes_read.sum": "DRAM read",
+    "dram__bytes_write.sum": "DRAM written",
     "dram__throughput.avg.pct_of_peak_sustained_elapsed": "DRAM %peak",
     "launch__block_size": "threads",
     "launch__registers_per_thread": "regs",

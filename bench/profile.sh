@@ -3,6 +3,8 @@
 # counts (bench/tune.py --sweep-only), then Nsight Compute counters of ours and the peer for each
 # case in CASES ("kernel op N pass [M]", M = 16384 unless given). Everything lands in $OUT.
 #   OUT=/tmp/p NS=16384,32768 bash bench/profile.sh
+# NCU_CACHE=none TARGET_ARGS=--clear-l2: each step after a 256 MB write, L2 left as that write leaves
+# it (do_bench's clearing, as the benchmark's timings start), instead of flushed by the profiler.
 set -uo pipefail
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
@@ -25,8 +27,8 @@ for c in "${cases[@]}"; do
   [ "$m" = 16384 ] || name="$name-m$m"
   # every launch of two steps (the first compiles; the second is the one to read); torch.compile's
   # generated kernels (its source, the autotuned configs) go to the .err file
-  TORCH_LOGS=${TORCH_LOGS:-output_code} timeout 120 ncu --clock-control none --metrics "$METRICS" --csv \
-    python3 bench/ncu_target.py "$kernel" "$op" "$n" "$pass" --m "$m" --repeat 2 > "$OUT/ncu-$name.csv" 2> "$OUT/ncu-$name.err"
+  TORCH_LOGS=${TORCH_LOGS:-output_code} timeout 120 ncu --clock-control none --cache-control "${NCU_CACHE:-all}" --metrics "$METRICS" --csv \
+    python3 bench/ncu_target.py "$kernel" "$op" "$n" "$pass" --m "$m" --repeat 2 ${TARGET_ARGS:-} > "$OUT/ncu-$name.csv" 2> "$OUT/ncu-$name.err"
   echo "ncu $c: rc $?"
 done
 python3 bench/ncu_summary.py "$OUT"/ncu-*.csv | tee "$OUT/ncu-summary.txt"

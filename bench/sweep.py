@@ -63,6 +63,8 @@ class Cand:
     # the small batch's dW programs (``dw_columns``): their (rows, columns) tile, or False for the
     # partials at every batch
     dw_columns: tuple[int, int] | bool | None = None
+    # the batch up to which the small batch's dW programs may run (``DW_MAX_ROWS``)
+    dw_max_rows: int | None = None
 
 
 def codegen_cands() -> list[Cand]:
@@ -128,18 +130,39 @@ def split_cands(n: int) -> list[Cand]:
 def small_fwd_cands(n: int) -> list[Cand]:
     """The parameters' load before the sums or after at every batch (``fwd_launch`` chooses by M),
     and rows per tile and warps."""
-    return codegen_cands() + [
+    return codegen_cands() + evict_cands(n) + [
         Cand("current, parameters after the sums", early=False),
         Cand("current, parameters before the sums", early=True),
     ] + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
          for r, w in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8))]
 
 
+def evict_cands(n: int, tiles: tuple[tuple[int, int], ...] = ()) -> list[Cand]:
+    """A row in one tile loaded with evict_first and its parameters with evict_last
+    (``Config.policies``), in the current launch and in tiles of (rows, warps)."""
+    return [Cand("current, evict hints", tweak={"evict": True})] + [
+        Cand(f"tile rows={r} warps={w}, evict hints", fwd=C(n, r, w, evict=True)) for r, w in tiles]
+
+
 def narrow_fwd_cands(n: int) -> list[Cand]:
-    """Forward at N = 1024, several rows a tile."""
-    return codegen_cands() + [Cand(f"tile rows={r} warps={w}", fwd=C(n, r, w))
-                              for r, w in ((1, 4), (2, 4), (4, 4), (8, 4), (4, 8), (8, 8), (2, 2), (1, 2),
-                                           (4, 2), (1, 1), (2, 1))]
+    """Forward at N = 1024, several rows a tile, the parameters loaded after the row's sums (as
+    ``fwd_launch`` has them at a large batch) or before, with and without the eviction hints."""
+    tiles = ((1, 4), (2, 4), (4, 4), (8, 4), (4, 8), (8, 8), (2, 2), (1, 2), (4, 2), (1, 1), (2, 1))
+    return codegen_cands() + evict_cands(n, ((1, 1), (2, 1), (1, 2), (2, 2), (2, 4), (4, 4), (1, 4))) + [
+        Cand("current, parameters before the sums", early=True)] + [
+        Cand(f"tile rows={r} warps={w}{early}", fwd=C(n, r, w), early=bool(early))
+        for r, w in tiles for early in ("", ", parameters before the sums")]
+
+
+def mid_fwd_cands(n: int) -> list[Cand]:
+    """Forward at N = 2048 and 4096: the eviction hints, the parameters loaded before the row's sums."""
+    return evict_cands(n, ((1, 4), (2, 4), (1, 8), (2, 8))) + [
+        Cand("current, parameters before the sums", early=True)]
+
+
+def dw_cap_cands() -> list[Cand]:
+    """The small batch's dW programs (``dw_columns``) beyond the cap of ``DW_MAX_ROWS`` rows."""
+    return [Cand("dW programs up to 4224 rows", dw_max_rows=4224)]
 
 
 def small_bwd_cands(n: int) -> list[Cand]:
@@ -160,6 +183,11 @@ def targets() -> list[Target]:
     out = []
     for op in ("rmsnorm", "layernorm"):
         out.append(Target(f"{op} forward N=1024", op, "forward", 1024, (M,), narrow_fwd_cands(1024)))
+        for n in (2048, 4096):
+            out.append(Target(f"{op} forward N={n} hints", op, "forward", n, (M,), mid_fwd_cands(n)))
+        for n in (256, 1024):
+            out.append(Target(f"{op} forward+backward N={n} dW cap", op, "forward_backward", n,
+                              (256, 512, 1024, 2048, 4096), dw_cap_cands()))
     for n in (8192, 16384, 32768):
         for op in ("rmsnorm", "layernorm"):
             out.append(Target(f"{op} forward N={n}", op, "forward", n, (M,), fwd_cands(n, op)))
@@ -184,7 +212,10 @@ def current(t: Target, device: torch.device | None = None) -> Cand:
 def patched(c: Cand) -> Iterator[None]:
     """Our kernels launched with ``c`` for as long as the block runs (the launch helpers are looked
     up on the module at every call)."""
-    saved = L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_TILE, L.DW_COLUMNS_ON
+    saved = (L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_TILE, L.DW_COLUMNS_ON,
+             L.DW_MAX_ROWS)
+    if c.dw_max_rows is not None:
+        L.DW_MAX_ROWS = c.dw_max_rows
     if c.dw_columns is False:
         L.DW_COLUMNS_ON = False
     elif c.dw_columns is not None:
@@ -201,7 +232,7 @@ def patched(c: Cand) -> Iterator[None]:
         yield
     finally:
         (L.fwd_config, L.bwd_config, L.MIN_ROWS_PER_PROGRAM, L.fwd_launch, L.DW_TILE,
-         L.DW_COLUMNS_ON) = saved
+         L.DW_COLUMNS_ON, L.DW_MAX_ROWS) = saved
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,7 +324,8 @@ def _entry(op: str, pass_: str, cfg: dict | None, min_rows: int | None) -> str:
         if c.looped:
             return (f'GPU_TABLES["H200"].fwd_loop["{k}"] entry (N bound, Config({c.block_n}, 1, {c.num_warps}, '
                     f"looped=True, evict={c.evict}, lanes={c.lanes})), fwd_max_block below N")
-        return f'GPU_TABLES["H200"].fwd["{k}"] entry ({c.block_n}, {c.rows}, {c.num_warps})'
+        evict = ", True" if c.evict else ""
+        return f'GPU_TABLES["H200"].fwd["{k}"] entry ({c.block_n}, {c.rows}, {c.num_warps}{evict})'
     if c.split:
         return (f'BWD_SPLIT["{k}"] = Config({c.block_n}, 1, {c.num_warps}, programs_per_sm={c.programs_per_sm}, '
                 f"prefetch={c.prefetch}, split=True, dot_rows={c.dot_rows}, dot_warps={c.dot_warps})")

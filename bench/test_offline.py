@@ -197,9 +197,10 @@ def test_patched_launches_with_the_candidate_and_restores_on_error():
 
 def test_patched_switches_the_forwards_parameter_load_and_the_small_batch_dw():
     """A candidate's ``early`` forces fwd_launch's EARLY at every batch, its ``dw_columns`` the
-    small batch's dW tile or (False) the partials; both restored after."""
+    small batch's dW tile or (False) the partials, its ``dw_max_rows`` the cap on that batch; all
+    restored after."""
     cpu, cfg = torch.device("cpu"), L.Config(64, 1, 4)
-    launch, columns = L.fwd_launch, L.DW_TILE
+    launch, columns, cap = L.fwd_launch, L.DW_TILE, L.DW_MAX_ROWS
     with sweep.patched(sweep.Cand("late", early=False, dw_columns=False)):
         assert L.fwd_launch(1, cfg, cpu) == (1, False)
         assert L.dw_columns(2, cfg, cpu) is None
@@ -207,7 +208,11 @@ def test_patched_switches_the_forwards_parameter_load_and_the_small_batch_dw():
     with sweep.patched(sweep.Cand("early", early=True, dw_columns=other)):
         assert L.fwd_launch(10_000, cfg, cpu) == (10_000, True)
         assert L.dw_columns(2, cfg, cpu) == other
-    assert (L.fwd_launch, L.DW_TILE, L.DW_COLUMNS_ON) == (launch, columns, True)
+    tall = L.Config(64, cap, 4)  # a tile of rows as tall as the cap: cap + 1 rows take two programs
+    assert L.dw_columns(cap + 1, tall, cpu) is None
+    with sweep.patched(sweep.Cand("past the cap", dw_max_rows=10 * cap)):
+        assert L.dw_columns(cap + 1, tall, cpu) == columns
+    assert (L.fwd_launch, L.DW_TILE, L.DW_COLUMNS_ON, L.DW_MAX_ROWS) == (launch, columns, True, cap)
     assert L.dw_columns(2, cfg, cpu) == columns and L.fwd_launch(1, cfg, cpu) == (1, True)
 
 

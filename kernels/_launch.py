@@ -87,13 +87,16 @@ class Config:
     split: bool = False  # backward: column blocks, row dot products from a first kernel
     dot_rows: int = 1  # split path, first kernel: rows per program
     dot_warps: int = 8  # split path, first kernel: num_warps
-    evict: bool = False  # forward, looped: the first pass keeps the row in L2 for the second, which drops it
+    # forward: looped, the first pass keeps the row in L2 for the second, which drops it; in one tile
+    # the row is dropped as it is read and the parameters are kept
+    evict: bool = False
     lanes: bool = False  # forward, looped: the statistics kept per column lane, reduced once a row
     fold_tails: bool = True  # forward: the masks the launch rules out are constants (``tails``, ``chunks``)
 
     @property
     def policies(self) -> tuple[str, str]:
-        """(first pass, second pass) L2 eviction policies of the looped forward's loads."""
+        """(first pass, second pass) L2 eviction policies of the looped forward's loads; a row in one
+        tile, read once, loads with the second, its parameters (read by every row) with the first."""
         return ("evict_last", "evict_first") if self.evict else ("", "")
 
     def tails(self, n: int) -> tuple[bool, bool]:
@@ -117,7 +120,7 @@ class Config:
 
 # Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/results/tune-h100.log and
 # profile-h100/tune.log have the sweeps); the tables of every GPU model without its own (GPU_TABLES).
-# Forward, one program per row tile: (block_n bound, rows, num_warps).
+# Forward, one program per row tile: (block_n bound, rows, num_warps[, evict]), evict as Config's.
 FWD_TABLE: dict[str, list[tuple]] = {
     "rms": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 1, 8), (4096, 2, 8), (8192, 1, 16),
             (16384, 1, 16), (32768, 1, 16)],
@@ -178,9 +181,13 @@ GPU_TABLES: dict[str, Tables] = {
         # N = 1024: two rows a tile (RMSNorm, 22.9 -> 22.2 us) and one row over 2 warps (LayerNorm,
         # 24.3 -> 23.4) (bench/results/h200-2026-12-03-lanes/sweep-lanes.md). 4096: one row a tile,
         # with the hardware's bf16 rounding (rnd) 4-6% faster at M = 1-128; at M = 16384 RMSNorm
-        # level, LayerNorm 2.7% slower (72.4 -> 74.4 us) (bench/results/h200-2026-12-03/sweep-cast-rounds.md)
+        # level, LayerNorm 2.7% slower (72.4 -> 74.4 us) (bench/results/h200-2026-12-03/sweep-cast-rounds.md).
+        # LayerNorm at 1024 and 4096 with the eviction hints (the row read once evict_first, the
+        # parameters evict_last): 23.3 -> 22.6 us at 1024, M = 16384; at 4096 M = 1 / 32 / 128 /
+        # 16384 6.1 / 6.2 / 6.8 / 72.9 -> 5.8 / 6.2 / 6.5 / 72.3. RMSNorm level at 1024 (21.7 both)
+        # and slower at 4096, M = 16384 (70.0 -> 73.2) (bench/results/h200-2026-12-04/sweep-hints.log)
         fwd={"rms": _replacing(FWD_TABLE["rms"], (1024, 2, 4), (2048, 2, 4), (4096, 1, 8)),
-             "ln": _replacing(FWD_TABLE["ln"], (1024, 1, 2), (2048, 2, 4), (4096, 1, 8))},
+             "ln": _replacing(FWD_TABLE["ln"], (1024, 1, 2, True), (2048, 2, 4), (4096, 1, 8, True))},
         bwd={"rms": BWD_TABLE["rms"], "ln": _replacing(BWD_TABLE["ln"], (8192, 1, 16, 1, True, True))},
         fwd_max_block=4096,
         # Above 4096 the row is looped with its statistics per column lane (for LayerNorm the three
@@ -230,8 +237,8 @@ def fwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> C
         if t.fwd_loop and op in t.fwd_loop:
             return next((c for bound, c in t.fwd_loop[op] if block <= bound), t.fwd_loop[op][-1][1])
         return Config(FWD_LOOP_BLOCK, 1, FWD_LOOP_WARPS, looped=True)
-    rows, warps = _lookup(t.fwd[op], block)
-    return Config(block, rows, warps)
+    rows, warps, *evict = _lookup(t.fwd[op], block)
+    return Config(block, rows, warps, evict=bool(evict and evict[0]))
 
 
 def bwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> Config:
@@ -276,6 +283,15 @@ def fwd_launch(m: int, cfg: Config, device: torch.device) -> tuple[int, bool]:
     return triton.cdiv(m, cfg.rows), not cfg.looped and m <= _slots(device)
 
 
+def fwd_consts(n: int, cfg: Config, early: bool) -> dict:
+    """The compile-time switches of a forward launch over rows of ``n`` with ``cfg`` (``EARLY`` from
+    ``fwd_launch``), the same for both ops' kernels; with ``num_warps``."""
+    row_tail, col_tail = cfg.tails(n)
+    keep, drop = cfg.policies
+    return dict(LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n, KEEP=keep, DROP=drop, LANES=cfg.lanes,
+                ROW_TAIL=row_tail, COL_TAIL=col_tail, CHUNKS=cfg.chunks(n), EARLY=early, num_warps=cfg.num_warps)
+
+
 def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -> tuple[int, int]:
     """(programs along the rows, rows per program) of the backward grid (times n_blocks columns).
 
@@ -294,11 +310,15 @@ def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -
 # beyond the spread (bench/results/h200-2026-12-03-early/sweep-dw-one-launch.log).
 DW_TILE = (64, 32)
 DW_COLUMNS_ON = True
-# Each column block's program loops over every row, so the batch is capped at four tiles of them:
-# narrow rows qualify in far larger batches (N = 256 takes 16 rows a tile, so on an H200 up to 4,224
-# rows would), which a few programs would then walk alone. The batches timed had at most two tiles
-# (M = 128); 256 is also where the batch-invariance check always tries either side.
-DW_MAX_ROWS = 256
+# Each column block's program loops over every row, so the batch is capped: narrow rows qualify in
+# far larger batches (N = 256 takes 16 rows a tile, so on an H200 up to 4,224 rows would), which a
+# few programs then walk alone. Forward+backward on an H200 against the partials (bf16, us at M =
+# 256 / 512 / 1024 / 2048 / 4096; bench/results/h200-2026-12-04/sweep-early-dw-cap.log): RMSNorm at N = 256
+# 9.3 / 12.0 / 12.4 / 13.6 / 17.1 -> 9.5 / 10.9 / 13.2 / 17.5 / 26.9, at 1024 9.5 / 12.4 / 14.9 /
+# 17.5 / 23.3 -> 9.6 / 11.1 / 15.1 / 17.4 / 23.3; LayerNorm at 256 10.1 / 15.1 / 15.0 / 16.3 / 20.4
+# -> 10.3 / 11.8 / 14.5 / 19.0 / 30.2, at 1024 10.7 / 13.4 / 15.8 / 18.4 / 25.0 -> 10.0 / 12.1 /
+# 16.1 / 18.7 / 25.3: faster up to 512 rows, mixed at 1024, slower beyond.
+DW_MAX_ROWS = 512
 
 
 def dw_columns(m: int, cfg: Config, device: torch.device) -> tuple[int, int] | None:

@@ -30,13 +30,13 @@ from ._launch import chunk_h, col_mask, div_rn, fetch_x, make_h, row_mask, rsqrt
 
 
 @triton.jit
-def _params(W, B, cols, cmask, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+def _params(W, B, cols, cmask, HAS_W: tl.constexpr, HAS_B: tl.constexpr, POLICY: tl.constexpr):
     w = 1.0
     b = 0.0
     if HAS_W:
-        w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+        w = tl.load(W + cols, mask=cmask, other=0.0, eviction_policy=POLICY).to(tl.float32)
     if HAS_B:
-        b = tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)
+        b = tl.load(B + cols, mask=cmask, other=0.0, eviction_policy=POLICY).to(tl.float32)
     return w, b
 
 
@@ -60,8 +60,9 @@ def _ln_fwd(
     KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
     COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr, EARLY: tl.constexpr,
 ):
-    """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
-    and second pass (``Config.policies``); LANES: its statistics in three passes, per column lane
+    """One program per tile of ROWS rows. KEEP, DROP: the loads' eviction policies (``Config.policies``:
+    the looped path's first and second pass; in one tile the parameters' and the row's); LANES: the
+    looped path's statistics in three passes, per column lane
     (``Config.lanes``); ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``; EARLY: the
     parameters loaded before the sums (``fwd_launch``)."""
     pid = tl.program_id(0)
@@ -113,7 +114,7 @@ def _ln_fwd(
             cmask = col_mask(c, N, COL_TAIL)
             mask = rmask[:, None] & cmask[None, :]
             h = stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP).to(tl.float32)
-            w, b = _params(W, B, c, cmask, HAS_W, HAS_B)
+            w, b = _params(W, B, c, cmask, HAS_W, HAS_B, "")
             y = _affine((h - mean[:, None]) * rstd[:, None], w, b, HAS_W, HAS_B)
             tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_STATS:
@@ -125,8 +126,8 @@ def _ln_fwd(
         mask = rmask[:, None] & cmask[None, :]
         w, b = 1.0, 0.0
         if EARLY:  # with the row: a grid of one wave (``fwd_launch``)
-            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B)
-        x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, "")
+            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B, KEEP)
+        x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, DROP)
         r64 = rows.to(tl.int64)
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         # two passes over the row in registers: the mean, then the variance about it
@@ -134,7 +135,7 @@ def _ln_fwd(
         d = tl.where(mask, h - mean[:, None], 0.0)
         rstd = rsqrt_rn(div_rn(tl.sum(d * d, axis=1), N) + eps)
         if not EARLY:  # after the sums, as _rms_fwd (18% slower at N = 4096, M = 16,384 held across them)
-            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B)
+            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B, KEEP)
         y = _affine(d * rstd[:, None], w, b, HAS_W, HAS_B)
         tl.store(tile(Y, r64, cols, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_STATS:
@@ -292,7 +293,6 @@ def _forward(x2, weight, bias, r2, eps, want_stats):
     if m == 0:
         return y, h, mean, rstd
     cfg = L.fwd_config(n, "ln", dev)
-    row_tail, col_tail = cfg.tails(n)
     programs, early = L.fwd_launch(m, cfg, dev)
     _ln_fwd[(programs,)](
         x2, r2 if r2 is not None else x2, y, h if h is not None else y,
@@ -302,10 +302,7 @@ def _forward(x2, weight, bias, r2, eps, want_stats):
         m, n, eps,
         HAS_W=weight is not None, HAS_B=bias is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
-        STORE_STATS=want_stats, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        KEEP=cfg.policies[0], DROP=cfg.policies[1], LANES=cfg.lanes, ROW_TAIL=row_tail, COL_TAIL=col_tail,
-        CHUNKS=cfg.chunks(n), EARLY=early,
-        num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        STORE_STATS=want_stats, **L.fwd_consts(n, cfg, early), enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, mean, rstd
 

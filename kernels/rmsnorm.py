@@ -61,8 +61,8 @@ def _rstd(sumsq, sumsq_x, N, eps, CASTING: tl.constexpr, XDT: tl.constexpr):
 
 
 @triton.jit
-def _weight(W, cols, cmask, offset, CASTING: tl.constexpr, XDT: tl.constexpr):
-    w = offset + tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+def _weight(W, cols, cmask, offset, CASTING: tl.constexpr, XDT: tl.constexpr, POLICY: tl.constexpr):
+    w = offset + tl.load(W + cols, mask=cmask, other=0.0, eviction_policy=POLICY).to(tl.float32)
     if CASTING == NONE:
         w = rnd(w, XDT)
     return w
@@ -88,8 +88,9 @@ def _rms_fwd(
     KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
     COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr, EARLY: tl.constexpr,
 ):
-    """One program per tile of ROWS rows. KEEP, DROP: the looped path's load eviction policies, first
-    and second pass (``Config.policies``); LANES: its sums kept per column lane (``Config.lanes``);
+    """One program per tile of ROWS rows. KEEP, DROP: the loads' eviction policies (``Config.policies``:
+    the looped path's first and second pass; in one tile the weight's and the row's); LANES: the
+    looped path's sums kept per column lane (``Config.lanes``);
     ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``; EARLY: the weight loaded before
     the sums (``fwd_launch``)."""
     XDT = X.dtype.element_ty
@@ -134,7 +135,7 @@ def _rms_fwd(
             h = stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP)
             w = offset
             if HAS_W:
-                w = _weight(W, c, cmask, offset, CASTING, XDT)
+                w = _weight(W, c, cmask, offset, CASTING, XDT, "")
             y = _apply(h.to(tl.float32), rstd, w, CASTING, HAS_W, XDT)
             tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_RSTD:
@@ -145,8 +146,8 @@ def _rms_fwd(
         mask = rmask[:, None] & cmask[None, :]
         w = offset
         if HAS_W and EARLY:  # with the row: a grid of one wave (``fwd_launch``)
-            w = _weight(W, cols, cmask, offset, CASTING, XDT)
-        x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, "")
+            w = _weight(W, cols, cmask, offset, CASTING, XDT, KEEP)
+        x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, DROP)
         r64 = rows.to(tl.int64)
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
         s, s_x = _sums(h, CASTING, XDT)
@@ -155,7 +156,7 @@ def _rms_fwd(
             # after the sums: held across them the weight costs registers (measured: 10% slower at
             # N >= 8192 on an H100; on an H200 35% at 16384 and spills at 32768, bench/results/
             # tune-h200-early-weight.log; 3% at N = 4096, M = 16,384, h200-2026-12-02/sweep-early-weight.md)
-            w = _weight(W, cols, cmask, offset, CASTING, XDT)
+            w = _weight(W, cols, cmask, offset, CASTING, XDT, KEEP)
         y = _apply(h, rstd, w, CASTING, HAS_W, XDT)
         tl.store(tile(Y, r64, cols, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_RSTD:
@@ -298,7 +299,6 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
     if m == 0:
         return y, h, rstd
     cfg = L.fwd_config(n, "rms", dev)
-    row_tail, col_tail = cfg.tails(n)
     programs, early = L.fwd_launch(m, cfg, dev)
     _rms_fwd[(programs,)](
         x2, r2 if r2 is not None else x2, y, h if h is not None else y,
@@ -307,9 +307,7 @@ def _forward(x2, weight, r2, eps, casting, offset, want_rstd):
         m, n, eps, offset,
         CASTING=_CASTING[casting], HAS_W=weight is not None, HAS_RES=r2 is not None,
         ODD=r2 is not None and r2.dtype != x2.dtype and x2.dtype != torch.float32,
-        STORE_RSTD=want_rstd, LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        KEEP=cfg.policies[0], DROP=cfg.policies[1], LANES=cfg.lanes, ROW_TAIL=row_tail, COL_TAIL=col_tail,
-        CHUNKS=cfg.chunks(n), EARLY=early, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        STORE_RSTD=want_rstd, **L.fwd_consts(n, cfg, early), enable_fp_fusion=L.FP_FUSION,
     )
     return y, h, rstd
 

@@ -263,6 +263,7 @@ print("compiled")
 """
 
 
+@pytest.mark.hopper
 def test_every_stage_compiles_for_hopper():
     """Each stage at two diffusion shapes' launch configs (C = 320, 32 x 32 and C = 1280, 64 x 64:
     chunks of a group) and at the tiny one the CPU checks use, with the integers the compiler

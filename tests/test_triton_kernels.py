@@ -551,17 +551,18 @@ def test_launch_tables_follow_the_gpu_model(monkeypatch):
 @pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
 def test_every_launch_table_is_well_formed(model):
     """Bounds rising powers of two up to the longest row each path keeps whole; rows and warps
-    powers of two; the backward's switches booleans; the looped forward's entries above the longest
-    row kept in registers, looped, one row a tile."""
+    powers of two; the forward's eviction hints and the backward's switches booleans; the looped
+    forward's entries above the longest row kept in registers, looped, one row a tile."""
     pow2 = lambda v: v > 0 and v & (v - 1) == 0  # noqa: E731
     for t in (L.tables(None), L.GPU_TABLES[model]):
         for op in ("rms", "ln"):
-            for table, width, top in ((t.fwd[op], 3, t.fwd_max_block), (t.bwd[op], 6, L.BWD_MAX_BLOCK[op])):
+            for table, widths, flags, top in ((t.fwd[op], (3, 4), 3, t.fwd_max_block),
+                                              (t.bwd[op], (6,), 4, L.BWD_MAX_BLOCK[op])):
                 bounds = [e[0] for e in table]
                 assert bounds == sorted(set(bounds)) and all(map(pow2, bounds)) and bounds[-1] >= top, table
                 for entry in table:
-                    assert len(entry) == width and pow2(entry[1]) and pow2(entry[2]), entry
-                    assert all(isinstance(v, bool) for v in entry[4:]), entry
+                    assert len(entry) in widths and pow2(entry[1]) and pow2(entry[2]), entry
+                    assert all(isinstance(v, bool) for v in entry[flags:]), entry
             loop = (t.fwd_loop or {}).get(op, [])
             bounds = [b for b, _ in loop]
             assert bounds == sorted(set(bounds)) and all(map(pow2, bounds)), loop
@@ -570,12 +571,13 @@ def test_every_launch_table_is_well_formed(model):
 
 
 @pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
-@pytest.mark.parametrize("n", [2048, 8192, 20000])
+@pytest.mark.parametrize("n", [1024, 2048, 8192, 20000])
 def test_each_gpu_models_tables_compute_the_same_function(model, n, monkeypatch):
-    """Another GPU model's entries (its rows per tile, warps, LayerNorm's 8192 backward with
-    prefetch and reload_w, the looped forward with per-lane statistics above 4096 on an H200) run
-    the same kernels to the same bounds, here at the N where they differ from the H100's (8192 over
-    whole chunks, a constant trip count; 20000 with a partial last chunk)."""
+    """Another GPU model's entries (its rows per tile, warps, LayerNorm's forward with the eviction
+    hints at 1024 and 4096 and its 8192 backward with prefetch and reload_w, the looped forward with
+    per-lane statistics above 4096 on an H200) run the same kernels to the same bounds, here at the
+    N where they differ from the H100's (8192 over whole chunks, a constant trip count; 20000 with
+    a partial last chunk)."""
     def configs():
         return [f(n, op) for f in (L.fwd_config, L.bwd_config) for op in ("rms", "ln")]
 
@@ -732,34 +734,75 @@ def test_small_batch_weight_gradients_from_column_blocks(m, in_place, monkeypatc
 # Both launch switches chosen by M (the forward's EARLY; the backward's dW programs, ``dw_columns``),
 # compiled for sm_90: the type signature of every reduction, its input layout spelled out (a
 # reduction's order is a function of that layout), with each switch and without.
-REDUCTION_LAYOUTS = r"""
+# compile_for_hopper(kernel, constexprs, warps): a kernel of ours built for sm_90 by Triton's own
+# compiler, bf16 tensors (fp32 statistics and partials)
+HOPPER = r"""
 import inspect, re, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from normgate.kernels import layernorm as LN, rmsnorm as R
+from normgate.kernels import _launch as L, layernorm as LN, rmsnorm as R
 
-def reductions(fn, consts, warps):
+def compile_for_hopper(fn, consts, warps):
     params = list(inspect.signature(fn.fn).parameters)
     floats = ("eps", "offset")
     ints = ("M", "N", "rows_per_prog", "n_chunks", "dx_programs")
     sig = {p: ("constexpr" if p in consts else "fp32" if p in floats else "i32" if p in ints or p.startswith("stride")
                else "*fp32" if p in ("RSTD", "MEAN", "D", "DWP", "DBP") else "*bf16") for p in params}
     src = ASTSource(fn=fn, signature=sig, constexprs={(params.index(k),): v for k, v in consts.items()})
-    ttgir = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps, "enable_fp_fusion": False}).asm["ttgir"]
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": warps, "enable_fp_fusion": L.FP_FUSION})
+"""
+
+FORWARD_LAUNCHES = HOPPER + r"""
+KERNELS = {"rms": (R._rms_fwd, dict(CASTING=0, HAS_W=True, HAS_RES=False, ODD=False, STORE_RSTD=True)),
+           "ln": (LN._ln_fwd, dict(HAS_W=True, HAS_B=True, HAS_RES=False, ODD=False, STORE_STATS=True))}
+built = set()
+for t in (L.tables(None), *L.GPU_TABLES.values()):
+    L.tables = lambda device=None, _t=t: _t
+    for op, (fn, fixed) in KERNELS.items():
+        bounds = [e[0] for e in t.fwd[op]] + [b for b, _ in (t.fwd_loop or {}).get(op, [])]
+        for n in sorted(set(bounds)) + [20000, 40000]:  # and rows ending in a partial chunk
+            cfg = L.fwd_config(n, op)
+            for early in {False, not cfg.looped}:
+                consts = dict(fixed, **L.fwd_consts(n, cfg, early))
+                key = (op, tuple(sorted(consts.items())))
+                if key not in built:
+                    built.add(key)
+                    warps = consts.pop("num_warps")
+                    compile_for_hopper(fn, consts, warps)
+print(f"built {len(built)}")
+"""
+
+
+@pytest.mark.hopper
+def test_every_forward_launch_of_the_tables_compiles_for_hopper():
+    """Each forward binary a GPU model's tables can launch (tile and looped, the parameters before
+    or after the sums, eviction hints or not, whole and partial chunks) builds for sm_90 with
+    Triton's own compiler: the interpreter that runs everything else on the CPU accepts code the
+    compiler rejects (a constexpr argument left to its default in a nested call did, on Triton 3.6)."""
+    proc = compiled_for_hopper(FORWARD_LAUNCHES)
+    assert proc.returncode == 0 and "built" in proc.stdout, proc.stderr[-3000:]
+
+
+REDUCTION_LAYOUTS = HOPPER + r"""
+def reductions(fn, consts, warps):
+    ttgir = compile_for_hopper(fn, consts, warps).asm["ttgir"]
     layouts = dict(re.findall(r"^(#\w+) = (.*)$", ttgir, re.M))
     ends = [l.strip() for l in ttgir.splitlines() if l.strip().startswith("})") and "tensor" in l]
     sigs = [re.sub(r"loc\(.*?\)$", "", l) for l in ends]
     return [re.sub(r"#\w+", lambda m: layouts.get(m.group(0), m.group(0)), s).strip() for s in sigs]
 
-FWD = dict(HAS_W=True, HAS_RES=False, ODD=False, LOOPED=False, KEEP="", DROP="", LANES=False, COL_TAIL=False, CHUNKS=0)
+FWD = dict(HAS_W=True, HAS_RES=False, ODD=False, LOOPED=False, LANES=False, COL_TAIL=False, CHUNKS=0)
 for n, rows, warps in ((4096, 1, 8), (1024, 2, 4), (256, 16, 4)):
     tile = dict(FWD, ROWS=rows, BLOCK_N=n, ROW_TAIL=rows > 1)
     for fn, extra, count in ((R._rms_fwd, dict(CASTING=0, STORE_RSTD=True), 1),
                              (LN._ln_fwd, dict(HAS_B=True, STORE_STATS=True), 2)):
-        late, early = (reductions(fn, dict(tile, **extra, EARLY=e), warps) for e in (False, True))
-        assert len(late) == count and late == early, (fn, n, late, early)
-    other = reductions(R._rms_fwd, dict(tile, CASTING=0, STORE_RSTD=True, EARLY=False), warps * 2)
+        # with and without the eviction hints (Config.evict): neither changes a layout
+        late, early, late_hinted, early_hinted = (
+            reductions(fn, dict(tile, **extra, EARLY=e, KEEP=keep, DROP=drop), warps)
+            for keep, drop in (("", ""), ("evict_last", "evict_first")) for e in (False, True))
+        assert len(late) == count and late == early == late_hinted == early_hinted, (fn, n, late, early)
+    other = reductions(R._rms_fwd, dict(tile, CASTING=0, STORE_RSTD=True, EARLY=False, KEEP="", DROP=""), warps * 2)
     assert other != late, "a layout change must show"
 BWD = dict(HAS_W=True, HAS_DH=False, HAS_DR=False, SPLIT=False, RELOAD_W=False)
 for n, rows, warps, prefetch in ((4096, 1, 8, True), (1024, 4, 4, False)):
@@ -775,11 +818,12 @@ print("same layouts")
 """
 
 
+@pytest.mark.hopper
 def test_launch_switches_chosen_by_m_keep_the_reduction_layouts():
     """What batch invariance rests on where a launch differs by M: the forward's parameters loaded
-    before or after the sums, and the backward's row programs with dW or beside programs summing it,
-    compile (for sm_90, by Triton's own compiler: no GPU needed) to reductions over the same
-    layouts, so every row sum is taken in the same order; a warp count that does change the layout
-    shows as a change."""
+    before or after the sums (with the eviction hints or without), and the backward's row programs
+    with dW or beside programs summing it, compile (for sm_90, by Triton's own compiler: no GPU
+    needed) to reductions over the same layouts, so every row sum is taken in the same order; a warp
+    count that does change the layout shows as a change."""
     proc = compiled_for_hopper(REDUCTION_LAYOUTS)
     assert proc.returncode == 0 and "same layouts" in proc.stdout, proc.stderr[-3000:]
