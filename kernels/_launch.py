@@ -292,6 +292,13 @@ def fwd_consts(n: int, cfg: Config, early: bool) -> dict:
                 ROW_TAIL=row_tail, COL_TAIL=col_tail, CHUNKS=cfg.chunks(n), EARLY=early, num_warps=cfg.num_warps)
 
 
+def bwd_consts(cfg: Config) -> dict:
+    """The compile-time switches of a backward launch with ``cfg`` that both ops' kernels share (the
+    dW programs' tile is ``BackwardLaunch.dw_consts``); with ``num_warps``."""
+    return dict(SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
+                num_warps=cfg.num_warps)
+
+
 def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -> tuple[int, int]:
     """(programs along the rows, rows per program) of the backward grid (times n_blocks columns).
 

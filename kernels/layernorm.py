@@ -337,8 +337,7 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
         dr.stride(0) if dr is not None else 0,
         m, n, launch.rows_per_prog, n_chunks, launch.dx_programs,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DB=want_db, HAS_DH=dh2 is not None,
-        HAS_DR=dr is not None, SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows,
-        BLOCK_N=cfg.block_n, **launch.dw_consts, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        HAS_DR=dr is not None, **L.bwd_consts(cfg), **launch.dw_consts, enable_fp_fusion=L.FP_FUSION,
     )
     launch.finish()
     return dx, dr, launch.finals

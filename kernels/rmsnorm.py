@@ -350,8 +350,7 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
         dr.stride(0) if dr is not None else 0,
         m, n, launch.rows_per_prog, n_chunks, offset, launch.dx_programs,
         HAS_W=weight is not None, HAS_DW=want_dw, HAS_DH=dh2 is not None, HAS_DR=dr is not None,
-        SPLIT=cfg.split, PREFETCH=cfg.prefetch, RELOAD_W=cfg.reload_w, ROWS=cfg.rows, BLOCK_N=cfg.block_n,
-        **launch.dw_consts, num_warps=cfg.num_warps, enable_fp_fusion=L.FP_FUSION,
+        **L.bwd_consts(cfg), **launch.dw_consts, enable_fp_fusion=L.FP_FUSION,
     )
     launch.finish()
     return dx, dr, launch.finals[0]

@@ -753,34 +753,51 @@ def compile_for_hopper(fn, consts, warps):
                           options={"num_warps": warps, "enable_fp_fusion": L.FP_FUSION})
 """
 
-FORWARD_LAUNCHES = HOPPER + r"""
-KERNELS = {"rms": (R._rms_fwd, dict(CASTING=0, HAS_W=True, HAS_RES=False, ODD=False, STORE_RSTD=True)),
-           "ln": (LN._ln_fwd, dict(HAS_W=True, HAS_B=True, HAS_RES=False, ODD=False, STORE_STATS=True))}
+TABLE_LAUNCHES = HOPPER + r"""
+FWD = {"rms": (R._rms_fwd, dict(CASTING=0, HAS_W=True, HAS_RES=False, ODD=False, STORE_RSTD=True)),
+       "ln": (LN._ln_fwd, dict(HAS_W=True, HAS_B=True, HAS_RES=False, ODD=False, STORE_STATS=True))}
+BWD = {"rms": (R._rms_bwd, R._rms_bwd_dots, dict(HAS_W=True, HAS_DW=True, HAS_DH=False, HAS_DR=False)),
+       "ln": (LN._ln_bwd, LN._ln_bwd_dots, dict(HAS_W=True, HAS_DW=True, HAS_DB=True, HAS_DH=False, HAS_DR=False))}
 built = set()
+
+def build(fn, consts):
+    key = (fn.fn.__name__, tuple(sorted(consts.items())))
+    if key not in built:
+        built.add(key)
+        consts = dict(consts)
+        warps = consts.pop("num_warps")
+        compile_for_hopper(fn, consts, warps)
+
 for t in (L.tables(None), *L.GPU_TABLES.values()):
     L.tables = lambda device=None, _t=t: _t
-    for op, (fn, fixed) in KERNELS.items():
+    for op in ("rms", "ln"):
         bounds = [e[0] for e in t.fwd[op]] + [b for b, _ in (t.fwd_loop or {}).get(op, [])]
+        bounds += [e[0] for e in t.bwd[op]]
         for n in sorted(set(bounds)) + [20000, 40000]:  # and rows ending in a partial chunk
             cfg = L.fwd_config(n, op)
+            fn, fixed = FWD[op]
             for early in {False, not cfg.looped}:
-                consts = dict(fixed, **L.fwd_consts(n, cfg, early))
-                key = (op, tuple(sorted(consts.items())))
-                if key not in built:
-                    built.add(key)
-                    warps = consts.pop("num_warps")
-                    compile_for_hopper(fn, consts, warps)
+                build(fn, dict(fixed, **L.fwd_consts(n, cfg, early)))
+            cfg = L.bwd_config(n, op)
+            fn, dots, fixed = BWD[op]
+            # the dW programs' tile: none (partials or one program), or the small batch's
+            for rows, block in {(1, 0), (1, 0) if cfg.split else L.DW_TILE}:
+                build(fn, dict(fixed, **L.bwd_consts(cfg), DW_ROWS=rows, DW_BLOCK=block))
+            if cfg.split:
+                build(dots, dict(HAS_W=True, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps))
 print(f"built {len(built)}")
 """
 
 
 @pytest.mark.hopper
-def test_every_forward_launch_of_the_tables_compiles_for_hopper():
-    """Each forward binary a GPU model's tables can launch (tile and looped, the parameters before
-    or after the sums, eviction hints or not, whole and partial chunks) builds for sm_90 with
-    Triton's own compiler: the interpreter that runs everything else on the CPU accepts code the
-    compiler rejects (a constexpr argument left to its default in a nested call did, on Triton 3.6)."""
-    proc = compiled_for_hopper(FORWARD_LAUNCHES)
+def test_every_launch_of_the_tables_compiles_for_hopper():
+    """Each forward and backward binary a GPU model's tables can launch (tile and looped, the
+    parameters before or after the sums, eviction hints or not, whole and partial chunks; the fused
+    backward with the partials or the small batch's dW programs, the split one with its dot
+    products) builds for sm_90 with Triton's own compiler: the interpreter that runs everything else
+    on the CPU accepts code the compiler rejects (a constexpr argument left to its default in a
+    nested call did, on Triton 3.6)."""
+    proc = compiled_for_hopper(TABLE_LAUNCHES)
     assert proc.returncode == 0 and "built" in proc.stdout, proc.stderr[-3000:]
 
 
