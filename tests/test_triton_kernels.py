@@ -785,6 +785,21 @@ for t in (L.tables(None), *L.GPU_TABLES.values()):
                 build(fn, dict(fixed, **L.bwd_consts(cfg), DW_ROWS=rows, DW_BLOCK=block))
             if cfg.split:
                 build(dots, dict(HAS_W=True, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps))
+# the variants' switches (residual, its other dtype, no weight or bias, the other castings; the
+# backward's dh, dr and no dW), over one launch in a tile and one looped, of the last tables
+for n in (4096, 20000):
+    for op in ("rms", "ln"):
+        cfg = L.fwd_config(n, op)
+        fn, fixed = FWD[op]
+        variants = [dict(HAS_RES=True), dict(HAS_RES=True, ODD=True), dict(HAS_W=False)]
+        variants += [dict(CASTING=1), dict(CASTING=2), dict(CASTING=2, HAS_RES=True, ODD=True)] if op == "rms" \
+            else [dict(HAS_B=False)]
+        for v in variants:
+            build(fn, dict(fixed, **v, **L.fwd_consts(n, cfg, False)))
+        cfg = L.bwd_config(n, op)
+        fn, dots, fixed = BWD[op]
+        for v in (dict(HAS_DH=True), dict(HAS_DR=True), dict(HAS_W=False, HAS_DW=False)):
+            build(fn, dict(fixed, **v, **L.bwd_consts(cfg), DW_ROWS=1, DW_BLOCK=0))
 print(f"built {len(built)}")
 """
 
@@ -794,7 +809,8 @@ def test_every_launch_of_the_tables_compiles_for_hopper():
     """Each forward and backward binary a GPU model's tables can launch (tile and looped, the
     parameters before or after the sums, eviction hints or not, whole and partial chunks; the fused
     backward with the partials or the small batch's dW programs, the split one with its dot
-    products) builds for sm_90 with Triton's own compiler: the interpreter that runs everything else
+    products), and each variant's switches over a tile and a looped launch, builds for sm_90 with
+    Triton's own compiler: the interpreter that runs everything else
     on the CPU accepts code the compiler rejects (a constexpr argument left to its default in a
     nested call did, on Triton 3.6)."""
     proc = compiled_for_hopper(TABLE_LAUNCHES)
