@@ -141,7 +141,8 @@ def _device(session) -> str:
 
 @nox.session
 def tests(session):
-    """The test suite (CPU; Triton kernels under the interpreter)."""
+    """The test suite (CPU; Triton kernels under the interpreter), then the sm_90 builds again under
+    the GPU stack's Triton."""
     _install(session, "[test]")
     session.env["TRITON_INTERPRET"] = "1"
     # one pytest worker per core, a test file's tests on one worker (module fixtures such as the
