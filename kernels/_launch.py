@@ -299,6 +299,12 @@ def bwd_consts(cfg: Config) -> dict:
                 num_warps=cfg.num_warps)
 
 
+def dots_consts(cfg: Config) -> dict:
+    """The compile-time switches of the split backward's first launch (its row dot products), both
+    ops' kernels alike, but for HAS_W; with ``num_warps``."""
+    return dict(ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps)
+
+
 def num_programs(m: int, cfg: Config, device: torch.device, n_blocks: int = 1) -> tuple[int, int]:
     """(programs along the rows, rows per program) of the backward grid (times n_blocks columns).
 

@@ -325,8 +325,7 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
         dots = torch.empty((n_chunks, 2, m), dtype=torch.float32, device=dev)
         _ln_bwd_dots[(triton.cdiv(m, cfg.dot_rows), n_chunks)](
             dy2, h2, w_arg, mean, rstd, dots, dy2.stride(0), h2.stride(0), m, n,
-            HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
-            enable_fp_fusion=L.FP_FUSION,
+            HAS_W=weight is not None, **L.dots_consts(cfg), enable_fp_fusion=L.FP_FUSION,
         )
     launch = L.backward_launch(m, n, params, cfg, dev)
     _ln_bwd[launch.grid](

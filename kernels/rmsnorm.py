@@ -338,8 +338,7 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
         dots = torch.empty((n_chunks, m), dtype=torch.float32, device=dev)
         _rms_bwd_dots[(triton.cdiv(m, cfg.dot_rows), n_chunks)](
             dy2, h2, w_arg, rstd, dots, dy2.stride(0), h2.stride(0), m, n, offset,
-            HAS_W=weight is not None, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps,
-            enable_fp_fusion=L.FP_FUSION,
+            HAS_W=weight is not None, **L.dots_consts(cfg), enable_fp_fusion=L.FP_FUSION,
         )
     # with dx written over dy, dW programs would read what the dx programs overwrite: partials then
     launch = L.backward_launch(m, n, [weight if want_dw else None], cfg, dev, dw_programs=dx is not dy2)

@@ -784,7 +784,7 @@ for t in (L.tables(None), *L.GPU_TABLES.values()):
             for rows, block in {(1, 0), (1, 0) if cfg.split else L.DW_TILE}:
                 build(fn, dict(fixed, **L.bwd_consts(cfg), DW_ROWS=rows, DW_BLOCK=block))
             if cfg.split:
-                build(dots, dict(HAS_W=True, ROWS=cfg.dot_rows, BLOCK_N=cfg.block_n, num_warps=cfg.dot_warps))
+                build(dots, dict(HAS_W=True, **L.dots_consts(cfg)))
 # the variants' switches (residual, its other dtype, no weight or bias, the other castings; the
 # backward's dh, dr and no dW), over one launch in a tile and one looped, of the last tables
 for n in (4096, 20000):
