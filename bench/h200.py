@@ -9,8 +9,10 @@ DIR/h200.md is rewritten after every cell, so a run cut short still leaves its r
 * table: ours, ours in the gemma casting, Liger-Kernel, torch.compile, torch.nn.functional and quack
   (the last two only when importable; a skipped peer is one line saying why), RMSNorm and LayerNorm,
   forward and forward+backward, bf16, M = 16384 at N = 1024..32768 and N = 4096 at M = 1/32/128.
-  Each cell's steps are captured in CUDA graphs and timed by do_bench medians in two interleaved
-  rounds (kernel A, B, C, A, B, C: drift hits every kernel alike); a kernel's figure is its faster round.
+  Each cell is timed in ROUNDS rounds, each on fresh tensors placed elsewhere in memory, every
+  kernel's step captured anew in a CUDA graph and timed by a do_bench median, the kernels' order
+  rotated from round to round (A, B, C, then B, C, A, ...: drift hits every kernel alike); a kernel's
+  figure is the median of its rounds.
 * sweep: launch configurations of our kernels where they trailed (bench/sweep.py), each checked
   for bitwise determinism and batch invariance, ending in a table of the best configs to apply.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -84,6 +87,45 @@ def ceiling_bytes(pass_: str, m: int, n: int) -> int:
     return T.norm_bytes(m, n, 2, 1, pass_)
 
 
+# Rounds a cell is timed in, each on a fresh allocation. On an H200 one kernel's time moved by up to
+# 3.7% from one allocation to the next (RMSNorm forward, N = 1024: 22.21-23.04 us over six) while two
+# timings of one graph agreed within 0.3%, and the ratio of two kernels timed on the same allocation
+# moved by about 1% (bench/results/h200-2026-12-04b/alloc.log): a figure from one allocation can
+# be a few per cent off for reasons that are not the kernel's.
+ROUNDS = 4
+PAD_MIB = 37  # round r first holds r * PAD_MIB + 5 MiB, so that its tensors land elsewhere
+
+
+def allocation_rounds(make_steps: Callable[[], dict[str, Callable[[], object]]],
+                      time_graph: Callable[[object], float], capture: Callable[[Callable[[], object]], object],
+                      rounds: int = ROUNDS, device: str = "cuda",
+                      on_error: Callable[[str, Exception], None] | None = None) -> dict[str, list[float]]:
+    """Time the steps ``make_steps()`` builds (on tensors it allocates) in ``rounds`` rounds, each on a
+    new allocation after a pad of another size, their order rotated by one a round; a step that fails
+    is reported once through on_error and left out of the later rounds."""
+    times: dict[str, list[float]] = {}
+    failed: set[str] = set()
+
+    def note(name, e):
+        failed.add(name)
+        if on_error is not None:
+            on_error(name, e)
+
+    for r in range(rounds):
+        T.release()
+        pad = torch.empty((r * PAD_MIB + 5) << 20, dtype=torch.uint8, device=device)
+        steps = {k: v for k, v in make_steps().items() if k not in failed}
+        names = list(steps)
+        if not names:
+            break
+        turn = r % len(names)
+        for k, us in interleaved({k: steps[k] for k in names[turn:] + names[:turn]}, time_graph, capture,
+                                 rounds=1, on_error=note).items():
+            times.setdefault(k, []).extend(us)
+        del steps, pad
+    return {k: v for k, v in times.items() if k not in failed}
+
+
 def interleaved(steps: dict[str, Callable[[], object]], time_graph: Callable[[object], float],
                 capture: Callable[[Callable[[], object]], object], rounds: int = 2,
                 on_error: Callable[[str, Exception], None] | None = None) -> dict[str, list[float]]:
@@ -105,7 +147,7 @@ def interleaved(steps: dict[str, Callable[[], object]], time_graph: Callable[[ob
 
 def cell_record(kernel: str, op: str, pass_: str, m: int, n: int, rounds_us: list[float], nbytes: int,
                 ceil: CEIL.Ceiling | None, gpu: str) -> dict:
-    us = min(rounds_us)
+    us = statistics.median(rounds_us)
     gbps = nbytes / us / 1e3
     rec = {"kernel": kernel, "op": op, "pass": pass_, "dtype": "bf16", "M": m, "N": n, "time_us": us,
            "rounds_us": rounds_us, "bytes": nbytes, "gbps": gbps, "gpu": gpu}
@@ -137,9 +179,9 @@ def run_ceilings(sink: Sink, budget: Budget, time_us: Callable, gpu: str) -> dic
 def run_table(sink: Sink, budget: Budget, ceilings: dict[int, CEIL.Ceiling], gpu: str,
               write_md: Callable[[], None], kernels: tuple[str, ...] = KERNELS,
               todo: list[tuple[str, str, int, int]] | None = None, device: str = "cuda",
-              capture: Callable | None = None, time_graph: Callable | None = None) -> None:
-    """The peer table, cell by cell; capture(step) -> graph and time_graph(graph) -> us default to
-    CUDA graphs and do_bench."""
+              capture: Callable | None = None, time_graph: Callable | None = None, rounds: int = ROUNDS) -> None:
+    """The peer table, cell by cell, each in ``rounds`` rounds (``allocation_rounds``); capture(step) ->
+    graph and time_graph(graph) -> us default to CUDA graphs and do_bench."""
     said: set[str] = set()
     todo = cells() if todo is None else todo
     capture = capture or T.capture
@@ -149,8 +191,7 @@ def run_table(sink: Sink, budget: Budget, ceilings: dict[int, CEIL.Ceiling], gpu
             print(f"table: budget spent, {len(todo) - i} cells left out", flush=True)
             sink.write({"kind": "left_out", "phase": "table", "cells": [list(c) for c in todo[i:]]})
             break
-        steps, nbytes = {}, {}
-        x, dy = T.activations(m, n, pass_, seed=m * 7 + n, dtype=DTYPE, device=device)
+        fns, nbytes = {}, {}
         for k in kernels:
             why = peers.skip_reason(k, op, pass_)
             if why is not None:
@@ -158,24 +199,27 @@ def run_table(sink: Sink, budget: Budget, ceilings: dict[int, CEIL.Ceiling], gpu
                     said.add(why)
                     print(f"skip {k}: {why}", flush=True)
                 continue
-            fn, params = peers.make(k, op, n, DTYPE, device)
-            steps[k] = T.step_for(fn, x, params, dy, pass_)
-            nbytes[k] = T.norm_bytes(m, n, 2, len(params), pass_, peers.param_bytes(k, op, DTYPE))
+            fns[k] = peers.make(k, op, n, DTYPE, device)
+            nbytes[k] = T.norm_bytes(m, n, 2, len(fns[k][1]), pass_, peers.param_bytes(k, op, DTYPE))
+
+        def make_steps(op=op, pass_=pass_, m=m, n=n, fns=fns):
+            x, dy = T.activations(m, n, pass_, seed=m * 7 + n, dtype=DTYPE, device=device)
+            return {k: T.step_for(fn, x, params, dy, pass_) for k, (fn, params) in fns.items()}
 
         def failed(name, e, op=op, pass_=pass_, m=m, n=n):
             print(f"  {name} {op} {pass_} M={m} N={n}: {type(e).__name__}: {str(e)[:160]}", flush=True)
             sink.write({"kind": "error", "kernel": name, "op": op, "pass": pass_, "M": m, "N": n,
                         "error": f"{type(e).__name__}: {str(e)[:300]}"})
 
-        times = interleaved(steps, time_graph, capture, on_error=failed)
+        times = allocation_rounds(make_steps, time_graph, capture, rounds, device, on_error=failed)
         ceil = ceilings.get(ceiling_bytes(pass_, m, n))
         line = []
-        for k, rounds in times.items():
-            rec = cell_record(k, op, pass_, m, n, rounds, nbytes[k], ceil, gpu)
+        for k, us in times.items():
+            rec = cell_record(k, op, pass_, m, n, us, nbytes[k], ceil, gpu)
             sink.write(rec)
             line.append(f"{k} {rec['gbps']:.0f}" if m == M else f"{k} {rec['time_us']:.1f}us")
         print(f"{op} {pass_} M={m} N={n}: " + ", ".join(line), flush=True)
-        del steps, x, dy, times
+        del fns, times
         T.release()
         write_md()
 
@@ -192,8 +236,11 @@ def main() -> None:
                          "yardsticks: quack with ours and torch.compile)")
     ap.add_argument("--cells", default="big,small",
                     help="the table's cells: big (M = 16384 at every N), small (N = 4096, M = 1 / 32 / 128) or both")
-    ap.add_argument("--rep-ms", type=int, default=int(os.environ.get("REP_MS", 100)),
-                    help="do_bench measuring time per timing in the table (the ceiling and sweep take half)")
+    ap.add_argument("--rep-ms", type=int, default=int(os.environ.get("REP_MS", 60)),
+                    help="do_bench measuring time per timing in the table (the ceiling and sweep take half, "
+                         "at least 20)")
+    ap.add_argument("--rounds", type=int, default=ROUNDS,
+                    help="rounds of the table's cells, each on a fresh allocation (the median is the figure)")
     args = ap.parse_args()
     T.WARMUP_MS = 10
     phases = args.phases.split(",")
@@ -222,7 +269,7 @@ def main() -> None:
             keep = args.sweep_s if "sweep" in phases else 0.0
             run_table(sink, Budget(budget.left() - keep), ceilings, gpu, write_md,
                       kernels=tuple(k for k in args.kernels.split(",") if k),
-                      todo=cells(tuple(args.cells.split(","))))
+                      todo=cells(tuple(args.cells.split(","))), rounds=args.rounds)
         write_md()
         if "sweep" in phases:
             import sweep

@@ -46,6 +46,35 @@ def test_interleaved_times_round_by_round_and_drops_what_fails():
     assert errors == ["x"]
 
 
+def test_allocation_rounds_allocate_anew_rotate_the_order_and_drop_what_fails():
+    order, errors, made = [], [], []
+
+    def make_steps():
+        made.append(len(made))
+        return {"a": "a", "b": "b", "x": "bad", "c": "c"}
+
+    def capture(step):
+        if step == "bad":
+            raise RuntimeError("does not compile")
+        return step
+
+    def time_graph(g):
+        order.append(g)
+        return float(len(order))
+
+    times = h200.allocation_rounds(make_steps, time_graph, capture, rounds=3, device="cpu",
+                                   on_error=lambda name, e: errors.append(name))
+    assert made == [0, 1, 2]  # fresh tensors every round
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert times == {"a": [1.0, 6.0, 8.0], "b": [2.0, 4.0, 9.0], "c": [3.0, 5.0, 7.0]}
+    assert errors == ["x"]  # reported once, not tried again
+
+
+def test_a_cells_figure_is_the_median_of_its_rounds():
+    rec = h200.cell_record("normgate", "rmsnorm", "forward", 2, 64, [30.0, 10.0, 11.0, 12.0], 1000, None, "GPU X")
+    assert rec["time_us"] == 11.5 and rec["rounds_us"] == [30.0, 10.0, 11.0, 12.0]
+
+
 def test_budget_runs_out_on_its_clock():
     now = [100.0]
     b = h200.Budget(10, clock=lambda: now[0])
