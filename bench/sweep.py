@@ -139,9 +139,12 @@ def small_fwd_cands(n: int) -> list[Cand]:
 
 def evict_cands(n: int, tiles: tuple[tuple[int, int], ...] = ()) -> list[Cand]:
     """A row in one tile loaded with evict_first and its parameters with evict_last
-    (``Config.policies``), in the current launch and in tiles of (rows, warps)."""
-    return [Cand("current, evict hints", tweak={"evict": True})] + [
-        Cand(f"tile rows={r} warps={w}, evict hints", fwd=C(n, r, w, evict=True)) for r, w in tiles]
+    (``Config.policies``), or the parameters alone evict_last (``Config.keep_params``), in the current
+    launch and in tiles of (rows, warps)."""
+    return [Cand("current, evict hints", tweak={"evict": True}),
+            Cand("current, parameters evict_last", tweak={"keep_params": True})] + [
+        Cand(f"tile rows={r} warps={w}{hints}", fwd=C(n, r, w, evict=e, keep_params=k))
+        for r, w in tiles for hints, e, k in ((", evict hints", True, False), (", parameters evict_last", False, True))]
 
 
 def narrow_fwd_cands(n: int) -> list[Cand]:
@@ -324,8 +327,8 @@ def _entry(op: str, pass_: str, cfg: dict | None, min_rows: int | None) -> str:
         if c.looped:
             return (f'GPU_TABLES["H200"].fwd_loop["{k}"] entry (N bound, Config({c.block_n}, 1, {c.num_warps}, '
                     f"looped=True, evict={c.evict}, lanes={c.lanes})), fwd_max_block below N")
-        evict = ", True" if c.evict else ""
-        return f'GPU_TABLES["H200"].fwd["{k}"] entry ({c.block_n}, {c.rows}, {c.num_warps}{evict})'
+        hints = f", {c.evict}, True" if c.keep_params else ", True" if c.evict else ""
+        return f'GPU_TABLES["H200"].fwd["{k}"] entry ({c.block_n}, {c.rows}, {c.num_warps}{hints})'
     if c.split:
         return (f'BWD_SPLIT["{k}"] = Config({c.block_n}, 1, {c.num_warps}, programs_per_sm={c.programs_per_sm}, '
                 f"prefetch={c.prefetch}, split=True, dot_rows={c.dot_rows}, dot_warps={c.dot_warps})")

@@ -90,14 +90,22 @@ class Config:
     # forward: looped, the first pass keeps the row in L2 for the second, which drops it; in one tile
     # the row is dropped as it is read and the parameters are kept
     evict: bool = False
+    # forward: the parameters, read by every row, load evict_last whatever the row's hints (in one
+    # tile ``evict`` implies it)
+    keep_params: bool = False
     lanes: bool = False  # forward, looped: the statistics kept per column lane, reduced once a row
     fold_tails: bool = True  # forward: the masks the launch rules out are constants (``tails``, ``chunks``)
 
     @property
     def policies(self) -> tuple[str, str]:
-        """(first pass, second pass) L2 eviction policies of the looped forward's loads; a row in one
-        tile, read once, loads with the second, its parameters (read by every row) with the first."""
+        """(first pass, second pass) L2 eviction policies of the looped forward's row loads; a row in
+        one tile, read once, loads with the second (its parameters: ``param_policy``)."""
         return ("evict_last", "evict_first") if self.evict else ("", "")
+
+    @property
+    def param_policy(self) -> str:
+        """The eviction policy of the forward's parameter loads."""
+        return "evict_last" if self.keep_params or (self.evict and not self.looped) else ""
 
     def tails(self, n: int) -> tuple[bool, bool]:
         """(ROW_TAIL, COL_TAIL) of a forward launch over rows of ``n``: whether a tile may reach past
@@ -120,7 +128,7 @@ class Config:
 
 # Measured on an H100, bf16, M = 16384 (bench/tune.py; bench/results/tune-h100.log and
 # profile-h100/tune.log have the sweeps); the tables of every GPU model without its own (GPU_TABLES).
-# Forward, one program per row tile: (block_n bound, rows, num_warps[, evict]), evict as Config's.
+# Forward, one program per row tile: (block_n bound, rows, num_warps[, evict[, keep_params]]), as Config's.
 FWD_TABLE: dict[str, list[tuple]] = {
     "rms": [(256, 16, 4), (512, 8, 4), (1024, 4, 4), (2048, 1, 8), (4096, 2, 8), (8192, 1, 16),
             (16384, 1, 16), (32768, 1, 16)],
@@ -185,9 +193,16 @@ GPU_TABLES: dict[str, Tables] = {
         # LayerNorm at 1024 and 4096 with the eviction hints (the row read once evict_first, the
         # parameters evict_last): 23.3 -> 22.6 us at 1024, M = 16384; at 4096 M = 1 / 32 / 128 /
         # 16384 6.1 / 6.2 / 6.8 / 72.9 -> 5.8 / 6.2 / 6.5 / 72.3. RMSNorm level at 1024 (21.7 both)
-        # and slower at 4096, M = 16384 (70.0 -> 73.2) (bench/results/h200-2026-12-04/sweep-hints.log)
-        fwd={"rms": _replacing(FWD_TABLE["rms"], (1024, 2, 4), (2048, 2, 4), (4096, 1, 8)),
-             "ln": _replacing(FWD_TABLE["ln"], (1024, 1, 2, True), (2048, 2, 4), (4096, 1, 8, True))},
+        # and slower at 4096, M = 16384 (70.0 -> 73.2) (bench/results/h200-2026-12-04/sweep-hints.log).
+        # The parameters loaded evict_last with the row left to the default policy (keep_params),
+        # against the entries before, the median over eight fresh allocations of the time ratio on the
+        # same allocation (bench/results/h200-2026-12-04b/probe4.log): RMSNorm 0.982 at 1024 and, one
+        # row over 4 warps, 0.977 at 2048; LayerNorm, one row over 4 warps, 0.965 at 2048 and 0.980 /
+        # 0.989 / 0.992 / 0.990 at 4096, M = 16384 / 1 / 32 / 128. At RMSNorm's 4096 it lost at M =
+        # 16384 (1.007 over 8 warps, 1.018 over 4), at LayerNorm's 1024 it gained nothing (1.002).
+        fwd={"rms": _replacing(FWD_TABLE["rms"], (1024, 2, 4, False, True), (2048, 1, 4, False, True), (4096, 1, 8)),
+             "ln": _replacing(FWD_TABLE["ln"], (1024, 1, 2, True), (2048, 1, 4, False, True),
+                              (4096, 1, 4, False, True))},
         bwd={"rms": BWD_TABLE["rms"], "ln": _replacing(BWD_TABLE["ln"], (8192, 1, 16, 1, True, True))},
         fwd_max_block=4096,
         # Above 4096 the row is looped with its statistics per column lane (for LayerNorm the three
@@ -237,8 +252,9 @@ def fwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> C
         if t.fwd_loop and op in t.fwd_loop:
             return next((c for bound, c in t.fwd_loop[op] if block <= bound), t.fwd_loop[op][-1][1])
         return Config(FWD_LOOP_BLOCK, 1, FWD_LOOP_WARPS, looped=True)
-    rows, warps, *evict = _lookup(t.fwd[op], block)
-    return Config(block, rows, warps, evict=bool(evict and evict[0]))
+    rows, warps, *hints = _lookup(t.fwd[op], block)
+    evict, keep_params = (*hints, False, False)[:2]
+    return Config(block, rows, warps, evict=evict, keep_params=keep_params)
 
 
 def bwd_config(n: int, op: str = "rms", device: torch.device | None = None) -> Config:
@@ -288,7 +304,8 @@ def fwd_consts(n: int, cfg: Config, early: bool) -> dict:
     ``fwd_launch``), the same for both ops' kernels; with ``num_warps``."""
     row_tail, col_tail = cfg.tails(n)
     keep, drop = cfg.policies
-    return dict(LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n, KEEP=keep, DROP=drop, LANES=cfg.lanes,
+    return dict(LOOPED=cfg.looped, ROWS=cfg.rows, BLOCK_N=cfg.block_n, KEEP=keep, DROP=drop,
+                PARAMS=cfg.param_policy, LANES=cfg.lanes,
                 ROW_TAIL=row_tail, COL_TAIL=col_tail, CHUNKS=cfg.chunks(n), EARLY=early, num_warps=cfg.num_warps)
 
 

@@ -57,11 +57,12 @@ def _ln_fwd(
     M, N, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_STATS: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-    KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
+    KEEP: tl.constexpr, DROP: tl.constexpr, PARAMS: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
     COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr, EARLY: tl.constexpr,
 ):
-    """One program per tile of ROWS rows. KEEP, DROP: the loads' eviction policies (``Config.policies``:
-    the looped path's first and second pass; in one tile the parameters' and the row's); LANES: the
+    """One program per tile of ROWS rows. KEEP, DROP: the row's eviction policies (``Config.policies``:
+    the looped path's first and second pass; a row in one tile loads with DROP); PARAMS: the
+    parameters' (``Config.param_policy``); LANES: the
     looped path's statistics in three passes, per column lane
     (``Config.lanes``); ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``; EARLY: the
     parameters loaded before the sums (``fwd_launch``)."""
@@ -114,7 +115,7 @@ def _ln_fwd(
             cmask = col_mask(c, N, COL_TAIL)
             mask = rmask[:, None] & cmask[None, :]
             h = stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP).to(tl.float32)
-            w, b = _params(W, B, c, cmask, HAS_W, HAS_B, "")
+            w, b = _params(W, B, c, cmask, HAS_W, HAS_B, PARAMS)
             y = _affine((h - mean[:, None]) * rstd[:, None], w, b, HAS_W, HAS_B)
             tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_STATS:
@@ -126,7 +127,7 @@ def _ln_fwd(
         mask = rmask[:, None] & cmask[None, :]
         w, b = 1.0, 0.0
         if EARLY:  # with the row: a grid of one wave (``fwd_launch``)
-            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B, KEEP)
+            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B, PARAMS)
         x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, DROP)
         r64 = rows.to(tl.int64)
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
@@ -135,7 +136,7 @@ def _ln_fwd(
         d = tl.where(mask, h - mean[:, None], 0.0)
         rstd = rsqrt_rn(div_rn(tl.sum(d * d, axis=1), N) + eps)
         if not EARLY:  # after the sums, as _rms_fwd (18% slower at N = 4096, M = 16,384 held across them)
-            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B, KEEP)
+            w, b = _params(W, B, cols, cmask, HAS_W, HAS_B, PARAMS)
         y = _affine(d * rstd[:, None], w, b, HAS_W, HAS_B)
         tl.store(tile(Y, r64, cols, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_STATS:

@@ -85,12 +85,12 @@ def _rms_fwd(
     M, N, eps, offset,
     CASTING: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr, ODD: tl.constexpr,
     STORE_RSTD: tl.constexpr, LOOPED: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-    KEEP: tl.constexpr, DROP: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
+    KEEP: tl.constexpr, DROP: tl.constexpr, PARAMS: tl.constexpr, LANES: tl.constexpr, ROW_TAIL: tl.constexpr,
     COL_TAIL: tl.constexpr, CHUNKS: tl.constexpr, EARLY: tl.constexpr,
 ):
-    """One program per tile of ROWS rows. KEEP, DROP: the loads' eviction policies (``Config.policies``:
-    the looped path's first and second pass; in one tile the weight's and the row's); LANES: the
-    looped path's sums kept per column lane (``Config.lanes``);
+    """One program per tile of ROWS rows. KEEP, DROP: the row's eviction policies (``Config.policies``:
+    the looped path's first and second pass; a row in one tile loads with DROP); PARAMS: the weight's
+    (``Config.param_policy``); LANES: the looped path's sums kept per column lane (``Config.lanes``);
     ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``; EARLY: the weight loaded before
     the sums (``fwd_launch``)."""
     XDT = X.dtype.element_ty
@@ -135,7 +135,7 @@ def _rms_fwd(
             h = stored_h(X, H, r64, c, mask, stride_x, stride_h, HAS_RES, DROP)
             w = offset
             if HAS_W:
-                w = _weight(W, c, cmask, offset, CASTING, XDT, "")
+                w = _weight(W, c, cmask, offset, CASTING, XDT, PARAMS)
             y = _apply(h.to(tl.float32), rstd, w, CASTING, HAS_W, XDT)
             tl.store(tile(Y, r64, c, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_RSTD:
@@ -146,7 +146,7 @@ def _rms_fwd(
         mask = rmask[:, None] & cmask[None, :]
         w = offset
         if HAS_W and EARLY:  # with the row: a grid of one wave (``fwd_launch``)
-            w = _weight(W, cols, cmask, offset, CASTING, XDT, KEEP)
+            w = _weight(W, cols, cmask, offset, CASTING, XDT, PARAMS)
         x, r = fetch_x(X, R, rows, cols, mask, stride_x, stride_r, HAS_RES, DROP)
         r64 = rows.to(tl.int64)
         h = make_h(x, r, H, r64, cols, mask, stride_h, HAS_RES, ODD)
@@ -156,7 +156,7 @@ def _rms_fwd(
             # after the sums: held across them the weight costs registers (measured: 10% slower at
             # N >= 8192 on an H100; on an H200 35% at 16384 and spills at 32768, bench/results/
             # tune-h200-early-weight.log; 3% at N = 4096, M = 16,384, h200-2026-12-02/sweep-early-weight.md)
-            w = _weight(W, cols, cmask, offset, CASTING, XDT, KEEP)
+            w = _weight(W, cols, cmask, offset, CASTING, XDT, PARAMS)
         y = _apply(h, rstd, w, CASTING, HAS_W, XDT)
         tl.store(tile(Y, r64, cols, stride_y), y.to(Y.dtype.element_ty), mask=mask)
         if STORE_RSTD:

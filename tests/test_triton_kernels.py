@@ -551,12 +551,13 @@ def test_launch_tables_follow_the_gpu_model(monkeypatch):
 @pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
 def test_every_launch_table_is_well_formed(model):
     """Bounds rising powers of two up to the longest row each path keeps whole; rows and warps
-    powers of two; the forward's eviction hints and the backward's switches booleans; the looped
-    forward's entries above the longest row kept in registers, looped, one row a tile."""
+    powers of two; the forward's eviction hints (evict, keep_params) and the backward's switches
+    booleans; the looped forward's entries above the longest row kept in registers, looped, one row
+    a tile."""
     pow2 = lambda v: v > 0 and v & (v - 1) == 0  # noqa: E731
     for t in (L.tables(None), L.GPU_TABLES[model]):
         for op in ("rms", "ln"):
-            for table, widths, flags, top in ((t.fwd[op], (3, 4), 3, t.fwd_max_block),
+            for table, widths, flags, top in ((t.fwd[op], (3, 4, 5), 3, t.fwd_max_block),
                                               (t.bwd[op], (6,), 4, L.BWD_MAX_BLOCK[op])):
                 bounds = [e[0] for e in table]
                 assert bounds == sorted(set(bounds)) and all(map(pow2, bounds)) and bounds[-1] >= top, table
@@ -570,14 +571,31 @@ def test_every_launch_table_is_well_formed(model):
             assert all(c.looped and pow2(c.block_n) and pow2(c.num_warps) and c.rows == 1 for _, c in loop), loop
 
 
+def test_the_forwards_parameters_take_their_eviction_hint_alone_or_with_the_rows(monkeypatch):
+    """keep_params: the parameters load evict_last and the row keeps the default policy; evict: in one
+    tile the row loads evict_first and the parameters evict_last, looped the row's two passes carry
+    the hints and the parameters none."""
+    alone = L.Config(1024, 1, 4, keep_params=True)
+    assert alone.policies == ("", "") and alone.param_policy == "evict_last"
+    assert {k: L.fwd_consts(1024, alone, False)[k] for k in ("KEEP", "DROP", "PARAMS")} == \
+        {"KEEP": "", "DROP": "", "PARAMS": "evict_last"}
+    tile = L.fwd_consts(1024, L.Config(1024, 1, 4, evict=True), False)
+    assert (tile["DROP"], tile["PARAMS"]) == ("evict_first", "evict_last")
+    looped = L.fwd_consts(20000, L.Config(4096, 1, 16, looped=True, evict=True), False)
+    assert (looped["KEEP"], looped["DROP"], looped["PARAMS"]) == ("evict_last", "evict_first", "")
+    assert L.Config(1024, 1, 4).param_policy == ""
+    monkeypatch.setattr(L, "tables", lambda device=None: L.GPU_TABLES["H200"])  # an entry's fifth field
+    assert L.fwd_config(2048, "ln") == L.Config(2048, 1, 4, keep_params=True)
+
+
 @pytest.mark.parametrize("model", sorted(L.GPU_TABLES))
 @pytest.mark.parametrize("n", [1024, 2048, 8192, 20000])
 def test_each_gpu_models_tables_compute_the_same_function(model, n, monkeypatch):
-    """Another GPU model's entries (its rows per tile, warps, LayerNorm's forward with the eviction
-    hints at 1024 and 4096 and its 8192 backward with prefetch and reload_w, the looped forward with
-    per-lane statistics above 4096 on an H200) run the same kernels to the same bounds, here at the
-    N where they differ from the H100's (8192 over whole chunks, a constant trip count; 20000 with
-    a partial last chunk)."""
+    """Another GPU model's entries (its rows per tile, warps, the forward's eviction hints on the row
+    and the parameters or on the parameters alone, LayerNorm's 8192 backward with prefetch and
+    reload_w, the looped forward with per-lane statistics above 4096 on an H200) run the same kernels
+    to the same bounds, here at the N where they differ from the H100's (8192 over whole chunks, a
+    constant trip count; 20000 with a partial last chunk)."""
     def configs():
         return [f(n, op) for f in (L.fwd_config, L.bwd_config) for op in ("rms", "ln")]
 
@@ -830,13 +848,21 @@ for n, rows, warps in ((4096, 1, 8), (1024, 2, 4), (256, 16, 4)):
     tile = dict(FWD, ROWS=rows, BLOCK_N=n, ROW_TAIL=rows > 1)
     for fn, extra, count in ((R._rms_fwd, dict(CASTING=0, STORE_RSTD=True), 1),
                              (LN._ln_fwd, dict(HAS_B=True, STORE_STATS=True), 2)):
-        # with and without the eviction hints (Config.evict): neither changes a layout
-        late, early, late_hinted, early_hinted = (
-            reductions(fn, dict(tile, **extra, EARLY=e, KEEP=keep, DROP=drop), warps)
-            for keep, drop in (("", ""), ("evict_last", "evict_first")) for e in (False, True))
-        assert len(late) == count and late == early == late_hinted == early_hinted, (fn, n, late, early)
-    other = reductions(R._rms_fwd, dict(tile, CASTING=0, STORE_RSTD=True, EARLY=False, KEEP="", DROP=""), warps * 2)
+        # with and without the eviction hints on the row and the parameters (Config.evict) or on the
+        # parameters alone (Config.keep_params): none changes a layout
+        late, *others = (
+            reductions(fn, dict(tile, **extra, EARLY=e, KEEP=keep, DROP=drop, PARAMS=params), warps)
+            for keep, drop, params in (("", "", ""), ("evict_last", "evict_first", "evict_last"),
+                                       ("", "", "evict_last")) for e in (False, True))
+        assert len(late) == count and all(o == late for o in others), (fn, n, late, others)
+    other = reductions(R._rms_fwd, dict(tile, CASTING=0, STORE_RSTD=True, EARLY=False, KEEP="", DROP="",
+                                        PARAMS=""), warps * 2)
     assert other != late, "a layout change must show"
+    # the parameters' hint reaches the binary, alone (the row's loads keep the default policy)
+    for fn, extra in ((R._rms_fwd, dict(CASTING=0, STORE_RSTD=True)), (LN._ln_fwd, dict(HAS_B=True, STORE_STATS=True))):
+        plain, kept = (compile_for_hopper(fn, dict(tile, **extra, EARLY=False, KEEP="", DROP="", PARAMS=p), warps)
+                       .asm["ptx"] for p in ("", "evict_last"))
+        assert "evict_" not in plain and "evict_last" in kept and "evict_first" not in kept, fn
 BWD = dict(HAS_W=True, HAS_DH=False, HAS_DR=False, SPLIT=False, RELOAD_W=False)
 for n, rows, warps, prefetch in ((4096, 1, 8, True), (1024, 4, 4, False)):
     tile = dict(BWD, ROWS=rows, BLOCK_N=n, PREFETCH=prefetch)
