@@ -27,8 +27,10 @@ needs_kernels = pytest.mark.skipif(
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def test_interleaved_times_round_by_round_and_drops_what_fails():
-    order, errors = [], []
+def _fake_timing():
+    """(capture, time_graph, order): a step named "bad" fails to capture; a timing is its place in
+    ``order``, the list of what was timed."""
+    order = []
 
     def capture(step):
         if step == "bad":
@@ -39,6 +41,12 @@ def test_interleaved_times_round_by_round_and_drops_what_fails():
         order.append(g)
         return float(len(order))
 
+    return capture, time_graph, order
+
+
+def test_interleaved_times_round_by_round_and_drops_what_fails():
+    capture, time_graph, order = _fake_timing()
+    errors = []
     times = h200.interleaved({"a": "a", "b": "b", "x": "bad", "c": "c"}, time_graph, capture,
                              on_error=lambda name, e: errors.append(name))
     assert order == ["a", "b", "c", "a", "b", "c"]
@@ -47,20 +55,12 @@ def test_interleaved_times_round_by_round_and_drops_what_fails():
 
 
 def test_allocation_rounds_allocate_anew_rotate_the_order_and_drop_what_fails():
-    order, errors, made = [], [], []
+    capture, time_graph, order = _fake_timing()
+    errors, made = [], []
 
     def make_steps():
         made.append(len(made))
         return {"a": "a", "b": "b", "x": "bad", "c": "c"}
-
-    def capture(step):
-        if step == "bad":
-            raise RuntimeError("does not compile")
-        return step
-
-    def time_graph(g):
-        order.append(g)
-        return float(len(order))
 
     times = h200.allocation_rounds(make_steps, time_graph, capture, rounds=3, device="cpu",
                                    on_error=lambda name, e: errors.append(name))
