@@ -62,10 +62,9 @@ def _ln_fwd(
 ):
     """One program per tile of ROWS rows. KEEP, DROP: the row's eviction policies (``Config.policies``:
     the looped path's first and second pass; a row in one tile loads with DROP); PARAMS: the
-    parameters' (``Config.param_policy``); LANES: the
-    looped path's statistics in three passes, per column lane
-    (``Config.lanes``); ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``; EARLY: the
-    parameters loaded before the sums (``fwd_launch``)."""
+    parameters' (``Config.param_policy``); LANES: the looped path's statistics in three passes, per
+    column lane (``Config.lanes``); ROW_TAIL, COL_TAIL: ``Config.tails``; CHUNKS: ``Config.chunks``;
+    EARLY: the parameters loaded before the sums (``fwd_launch``)."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     if LOOPED:  # one tile of rows per program, the row in chunks: statistics first, then y
