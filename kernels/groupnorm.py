@@ -360,12 +360,11 @@ def _as3(t: torch.Tensor) -> torch.Tensor:
 
 class GroupNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, groups, eps):
+    def forward(ctx, x, weight, bias, groups, eps, record):
         ctx.set_materialize_grads(False)
         x3 = _as3(x)
-        need_grad = any(ctx.needs_input_grad[:3])
-        y, mean, rstd = _forward(x3, weight, bias, groups, eps, need_grad)
-        if need_grad:
+        y, mean, rstd = _forward(x3, weight, bias, groups, eps, record)  # record: L.records_grad
+        if record:
             ctx.save_for_backward(x3, weight, mean, rstd)
         ctx.shape, ctx.groups = x.shape, groups
         ctx.param_dtype = (weight if weight is not None else bias if bias is not None else x).dtype
@@ -380,7 +379,7 @@ class GroupNormFunction(torch.autograd.Function):
         want_dw = weight is not None and ctx.needs_input_grad[1]
         want_db = ctx.has_bias and ctx.needs_input_grad[2]
         dx, dw, db = _backward(_as3(dy), x3, weight, mean, rstd, ctx.groups, want_dw, want_db, ctx.param_dtype)
-        return dx.view(ctx.shape), dw, db, None, None
+        return dx.view(ctx.shape), dw, db, None, None, None
 
 
 def group_norm(
@@ -406,7 +405,8 @@ def group_norm(
                 raise ValueError(f"{what} must have shape ({c},), got {tuple(t.shape)}")
     if eps is None:
         eps = float(torch.finfo(torch.float32).eps)
-    return GroupNormFunction.apply(x, weight, bias, int(num_groups), float(eps))
+    record = L.records_grad(x, weight, bias)
+    return GroupNormFunction.apply(x, weight, bias, int(num_groups), float(eps), record)
 
 
 class GroupNorm(nn.Module):

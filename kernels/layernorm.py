@@ -344,14 +344,13 @@ def _backward(dy2, h2, weight, bias, mean, rstd, dh2, want_dw, want_db, res_dtyp
 
 class LayerNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, residual, eps):
+    def forward(ctx, x, weight, bias, residual, eps, record):
         ctx.set_materialize_grads(False)
         n = x.shape[-1]
         x2 = L.rows_2d(x, n)
         r2 = L.rows_2d(residual, n) if residual is not None else None
-        need_grad = any(ctx.needs_input_grad[:4])
-        y, h, mean, rstd = _forward(x2, weight, bias, r2, eps, need_grad)
-        if need_grad:
+        y, h, mean, rstd = _forward(x2, weight, bias, r2, eps, record)  # record: L.records_grad
+        if record:
             ctx.save_for_backward(h if h is not None else x2, weight, bias, mean, rstd)
         ctx.shape = x.shape
         ctx.res_dtype = residual.dtype if residual is not None else None
@@ -374,7 +373,7 @@ class LayerNormFunction(torch.autograd.Function):
         dres = None
         if ctx.res_dtype is not None and ctx.needs_input_grad[3]:
             dres = dr.view(ctx.shape) if dr is not None else dx
-        return dx, dw, db, dres, None
+        return dx, dw, db, dres, None, None
 
 
 def layer_norm(
@@ -402,7 +401,8 @@ def layer_norm(
             raise ValueError(f"residual shape {tuple(residual.shape)} != x shape {tuple(x.shape)}")
     if eps is None:
         eps = float(torch.finfo(torch.float32).eps)
-    return LayerNormFunction.apply(x, weight, bias, residual, float(eps))
+    record = L.records_grad(x, weight, bias, residual)
+    return LayerNormFunction.apply(x, weight, bias, residual, float(eps), record)
 
 
 class LayerNorm(nn.Module):

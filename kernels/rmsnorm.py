@@ -357,14 +357,13 @@ def _backward(dy2, h2, weight, rstd, dh2, offset, want_dw, res_dtype, in_place):
 
 class RMSNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, residual, eps, casting, offset, in_place):
+    def forward(ctx, x, weight, residual, eps, casting, offset, in_place, record):
         ctx.set_materialize_grads(False)  # an unused h costs no zero-filled dh
         n = x.shape[-1]
         x2 = L.rows_2d(x, n)
         r2 = L.rows_2d(residual, n) if residual is not None else None
-        need_grad = any(ctx.needs_input_grad[:3])
-        y, h, rstd = _forward(x2, weight, r2, eps, casting, offset, need_grad)
-        if need_grad:
+        y, h, rstd = _forward(x2, weight, r2, eps, casting, offset, record)  # record: L.records_grad
+        if record:
             ctx.save_for_backward(h if h is not None else x2, weight, rstd)
         ctx.offset, ctx.in_place, ctx.shape = offset, in_place, x.shape
         ctx.res_dtype = residual.dtype if residual is not None else None
@@ -386,7 +385,7 @@ class RMSNormFunction(torch.autograd.Function):
         dres = None
         if ctx.res_dtype is not None and ctx.needs_input_grad[2]:
             dres = dr.view(ctx.shape) if dr is not None else dx
-        return dx, dw, dres, None, None, None, None
+        return dx, dw, dres, None, None, None, None, None
 
 
 def rms_norm(
@@ -421,7 +420,8 @@ def rms_norm(
             raise ValueError(f"residual shape {tuple(residual.shape)} != x shape {tuple(x.shape)}")
     if eps is None:
         eps = float(torch.finfo(torch.float32).eps)
-    return RMSNormFunction.apply(x, weight, residual, float(eps), casting, float(offset), bool(in_place))
+    record = L.records_grad(x, weight, residual)
+    return RMSNormFunction.apply(x, weight, residual, float(eps), casting, float(offset), bool(in_place), record)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -369,6 +369,39 @@ def test_residual_rounds_once():
     assert torch.equal(h2, exact)
 
 
+@pytest.mark.parametrize("op", ["rms", "ln", "gn"])
+def test_a_forward_autograd_does_not_record_stores_no_statistics(op, monkeypatch):
+    """Under no_grad or inference_mode, or with nothing requiring grad, the forward is asked for no
+    statistics (inside Function.forward ctx.needs_input_grad still follows requires_grad); a
+    recorded call is, and its backward runs. y is the same bits every way."""
+    from normgate.kernels import groupnorm, layernorm, rmsnorm
+
+    module, call = {"rms": (rmsnorm, lambda x, w: rms_norm(x, w, 1e-6)),
+                    "ln": (layernorm, lambda x, w: layer_norm(x, w, w, 1e-5)),
+                    "gn": (groupnorm, lambda x, w: groupnorm.group_norm(x, 2, w, w, 1e-5))}[op]
+    asked = []
+    real = module._forward
+
+    def spy(*args):
+        asked.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(module, "_forward", spy)
+    x = _randn((4, 8), torch.float32, 0).to(DEVICE)
+    w = _randn((8,), torch.float32, 1).to(DEVICE).requires_grad_(True)
+    recorded = call(x, w)
+    with torch.no_grad():
+        no_grad = call(x, w)
+    with torch.inference_mode():
+        inference = call(x, w)
+    detached = call(x, w.detach())
+    assert asked == [True, False, False, False]
+    assert all(y.grad_fn is None for y in (no_grad, inference, detached))
+    assert all(torch.equal(y, recorded) for y in (no_grad, inference, detached))
+    recorded.sum().backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
 def test_modules():
     tl_ = LayerNorm(16, bias=False)
     assert set(tl_.state_dict()) == set(torch.nn.LayerNorm(16, bias=False).state_dict())
@@ -812,6 +845,7 @@ for n in (4096, 20000):
         variants = [dict(HAS_RES=True), dict(HAS_RES=True, ODD=True), dict(HAS_W=False)]
         variants += [dict(CASTING=1), dict(CASTING=2), dict(CASTING=2, HAS_RES=True, ODD=True)] if op == "rms" \
             else [dict(HAS_B=False)]
+        variants.append(dict(STORE_RSTD=False) if op == "rms" else dict(STORE_STATS=False))  # not recorded
         for v in variants:
             build(fn, dict(fixed, **v, **L.fwd_consts(n, cfg, False)))
         cfg = L.bwd_config(n, op)
@@ -846,14 +880,16 @@ def reductions(fn, consts, warps):
 FWD = dict(HAS_W=True, HAS_RES=False, ODD=False, LOOPED=False, LANES=False, COL_TAIL=False, CHUNKS=0)
 for n, rows, warps in ((4096, 1, 8), (1024, 2, 4), (256, 16, 4)):
     tile = dict(FWD, ROWS=rows, BLOCK_N=n, ROW_TAIL=rows > 1)
-    for fn, extra, count in ((R._rms_fwd, dict(CASTING=0, STORE_RSTD=True), 1),
-                             (LN._ln_fwd, dict(HAS_B=True, STORE_STATS=True), 2)):
+    for fn, extra, count, store in ((R._rms_fwd, dict(CASTING=0, STORE_RSTD=True), 1, "STORE_RSTD"),
+                                    (LN._ln_fwd, dict(HAS_B=True, STORE_STATS=True), 2, "STORE_STATS")):
         # with and without the eviction hints on the row and the parameters (Config.evict) or on the
-        # parameters alone (Config.keep_params): none changes a layout
+        # parameters alone (Config.keep_params): none changes a layout; nor does a forward that
+        # autograd does not record storing no statistics (L.records_grad)
         late, *others = (
-            reductions(fn, dict(tile, **extra, EARLY=e, KEEP=keep, DROP=drop, PARAMS=params), warps)
+            reductions(fn, dict(tile, **dict(extra, **{store: st}), EARLY=e, KEEP=keep, DROP=drop, PARAMS=params),
+                       warps)
             for keep, drop, params in (("", "", ""), ("evict_last", "evict_first", "evict_last"),
-                                       ("", "", "evict_last")) for e in (False, True))
+                                       ("", "", "evict_last")) for e in (False, True) for st in (True, False))
         assert len(late) == count and all(o == late for o in others), (fn, n, late, others)
     other = reductions(R._rms_fwd, dict(tile, CASTING=0, STORE_RSTD=True, EARLY=False, KEEP="", DROP="",
                                         PARAMS=""), warps * 2)
@@ -880,7 +916,8 @@ print("same layouts")
 @pytest.mark.hopper
 def test_launch_switches_chosen_by_m_keep_the_reduction_layouts():
     """What batch invariance rests on where a launch differs by M: the forward's parameters loaded
-    before or after the sums (with the eviction hints or without), and the backward's row programs
+    before or after the sums (with the eviction hints or without; with its statistics stored or
+    not, as autograd records the call or not), and the backward's row programs
     with dW or beside programs summing it, compile (for sm_90, by Triton's own compiler: no GPU
     needed) to reductions over the same layouts, so every row sum is taken in the same order; a warp
     count that does change the layout shows as a change."""
